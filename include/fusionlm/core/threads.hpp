@@ -1,0 +1,105 @@
+#pragma once
+// A fixed pool of worker threads owned by a model (or the caller). No global state: every
+// parallel op takes the pool it runs on, so one thread count governs GEMM, GEMV and attention.
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace fusionlm {
+
+class ThreadPool {
+public:
+    // threads <= 0 means all hardware threads.
+    explicit ThreadPool(int threads = 0) {
+        int n = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+        workers_.reserve(std::size_t(n - 1));
+        for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    }
+    ThreadPool(const ThreadPool&) = delete;
+    ThreadPool& operator=(const ThreadPool&) = delete;
+    ~ThreadPool() {
+        {
+            std::lock_guard lock(mu_);
+            stop_ = true;
+        }
+        cv_start_.notify_all();
+        for (auto& t : workers_) t.join();
+    }
+
+    int size() const { return int(workers_.size()) + 1; }
+
+    // Runs fn(thread_index) on every thread of the pool (the caller is thread 0) and waits.
+    void run(const std::function<void(int)>& fn) {
+        if (workers_.empty()) { fn(0); return; }
+        {
+            std::lock_guard lock(mu_);
+            job_ = &fn;
+            pending_ = int(workers_.size());
+            error_ = nullptr;
+            ++generation_;
+        }
+        cv_start_.notify_all();
+        std::exception_ptr mine;
+        try { fn(0); } catch (...) { mine = std::current_exception(); }
+        std::unique_lock lock(mu_);
+        cv_done_.wait(lock, [this] { return pending_ == 0; });
+        job_ = nullptr;
+        if (mine) std::rethrow_exception(mine);
+        if (error_) std::rethrow_exception(error_);
+    }
+
+    // Splits [0, n) into one contiguous chunk per thread, chunk sizes multiples of `align`
+    // (except the last), and calls fn(begin, end) on each non-empty chunk.
+    template <class Fn>
+    void parallel_for(std::size_t n, std::size_t align, Fn&& fn) {
+        const std::size_t threads = std::size_t(size());
+        if (n == 0) return;
+        align = std::max<std::size_t>(align, 1);
+        const std::size_t blocks = (n + align - 1) / align;
+        if (threads == 1 || blocks == 1) { fn(std::size_t(0), n); return; }
+        run([&](int t) {
+            const std::size_t b0 = blocks * std::size_t(t) / threads;
+            const std::size_t b1 = blocks * std::size_t(t + 1) / threads;
+            const std::size_t begin = std::min(n, b0 * align), end = std::min(n, b1 * align);
+            if (begin < end) fn(begin, end);
+        });
+    }
+
+private:
+    void worker_loop(int index) {
+        unsigned long seen = 0;
+        for (;;) {
+            const std::function<void(int)>* job;
+            {
+                std::unique_lock lock(mu_);
+                cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+                job = job_;
+            }
+            std::exception_ptr err;
+            try { (*job)(index); } catch (...) { err = std::current_exception(); }
+            {
+                std::lock_guard lock(mu_);
+                if (err && !error_) error_ = err;
+                if (--pending_ == 0) cv_done_.notify_one();
+            }
+        }
+    }
+
+    std::vector<std::thread> workers_;
+    std::mutex mu_;
+    std::condition_variable cv_start_, cv_done_;
+    const std::function<void(int)>* job_ = nullptr;
+    int pending_ = 0;
+    unsigned long generation_ = 0;
+    bool stop_ = false;
+    std::exception_ptr error_;
+};
+
+}  // namespace fusionlm
