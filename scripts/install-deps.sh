@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages fusionlm builds and tests with. Idempotent and non-interactive.
 set -euo pipefail
-pkgs=(build-essential cmake libeigen3-dev nlohmann-json3-dev libstb-dev libgtest-dev libbenchmark-dev)
+pkgs=(build-essential cmake libeigen3-dev nlohmann-json3-dev libstb-dev libgtest-dev libbenchmark-dev libjpeg62-turbo-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
