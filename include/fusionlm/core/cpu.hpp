@@ -1,0 +1,97 @@
+#pragma once
+// Run-time CPU feature detection: kernels choose their instruction set once, from what the running
+// CPU (and OS) supports, so one binary is right everywhere and fast on each machine.
+#include <cstdint>
+#include <string_view>
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
+namespace fusionlm {
+
+// The instruction sets our kernels are written for. Generic is portable C++ (the reference path).
+enum class Isa { Generic, Avx2, Avx512 };
+
+struct CpuFeatures {
+    bool avx2_fma = false;     // AVX2 + FMA3 (+ F16C for f16 weights)
+    bool f16c = false;
+    bool avx512 = false;       // AVX-512 F, BW, DQ, VL
+    bool avx512_bf16 = false;  // vdpbf16ps
+    bool amx_bf16 = false;
+};
+
+namespace detail {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+// CPUID leaf / subleaf -> eax, ebx, ecx, edx (zeros past the highest leaf).
+inline void cpuid(unsigned leaf, unsigned subleaf, unsigned r[4]) {
+    r[0] = r[1] = r[2] = r[3] = 0;
+    __cpuid_count(0, 0, r[0], r[1], r[2], r[3]);
+    if (leaf > r[0]) {
+        r[0] = r[1] = r[2] = r[3] = 0;
+        return;
+    }
+    __cpuid_count(leaf, subleaf, r[0], r[1], r[2], r[3]);
+}
+#endif
+}  // namespace detail
+
+inline const CpuFeatures& cpu_features() {
+    static const CpuFeatures features = [] {
+        CpuFeatures f;
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+        // The CPU must have the instructions and the OS must save their registers (XCR0).
+        unsigned l1[4], l7[4], l71[4];
+        detail::cpuid(1, 0, l1);
+        detail::cpuid(7, 0, l7);
+        detail::cpuid(7, 1, l71);
+        const bool osxsave = l1[2] & (1u << 27);
+        std::uint64_t xcr0 = 0;
+        if (osxsave) {
+            unsigned lo = 0, hi = 0;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            xcr0 = (std::uint64_t(hi) << 32) | lo;
+        }
+        const bool avx_state = (xcr0 & 0x6) == 0x6;
+        const bool avx512_state = avx_state && (xcr0 & 0xe0) == 0xe0;
+        const bool amx_state = (xcr0 & 0x60000) == 0x60000;
+        const bool avx = avx_state && (l1[2] & (1u << 28));
+        f.f16c = avx && (l1[2] & (1u << 29));
+        f.avx2_fma = avx && (l7[1] & (1u << 5)) && (l1[2] & (1u << 12));
+        f.avx512 = avx512_state && (l7[1] & (1u << 16)) && (l7[1] & (1u << 17)) && (l7[1] & (1u << 30)) &&
+                   (l7[1] & (1u << 31));
+        f.avx512_bf16 = f.avx512 && (l71[0] & (1u << 5));
+        f.amx_bf16 = amx_state && (l7[3] & (1u << 22)) && (l7[3] & (1u << 24));
+#endif
+        return f;
+    }();
+    return features;
+}
+
+inline bool isa_supported(Isa isa) {
+    const CpuFeatures& f = cpu_features();
+    switch (isa) {
+        case Isa::Generic: return true;
+        case Isa::Avx2: return f.avx2_fma && f.f16c;
+        case Isa::Avx512: return f.avx512 && f.avx2_fma && f.f16c;
+    }
+    return false;
+}
+
+inline Isa best_isa() {
+    static const Isa best = isa_supported(Isa::Avx512) ? Isa::Avx512
+                            : isa_supported(Isa::Avx2) ? Isa::Avx2
+                                                       : Isa::Generic;
+    return best;
+}
+
+inline std::string_view isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::Generic: return "generic";
+        case Isa::Avx2: return "avx2";
+        case Isa::Avx512: return "avx512";
+    }
+    return "?";
+}
+
+}  // namespace fusionlm
