@@ -1,0 +1,156 @@
+#pragma once
+// fusionlm-parity for Mllama cases: vision states, cross-attention states, the prefill (hidden states,
+// logits) and greedy decoding, computed through the public model API.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fusionlm/core/error.hpp>
+#include <fusionlm/core/tensor.hpp>
+#include <fusionlm/core/threads.hpp>
+#include <fusionlm/generate.hpp>
+#include <fusionlm/io/checkpoint.hpp>
+#include <fusionlm/io/config.hpp>
+#include <fusionlm/io/weights.hpp>
+#include <fusionlm/models/mllama.hpp>
+
+#include "parity_case.hpp"
+
+namespace fusionlm::parity {
+
+// Token ids, attention mask and positions of a case; the comparison mask comes from here too.
+struct CaseTokens {
+    std::int64_t batch = 0, seq = 0;
+    std::vector<std::int64_t> input_ids, attention_mask, position_ids;
+
+    static CaseTokens read(const Case& c) {
+        CaseTokens t;
+        const TensorView& ids = c.input("input_ids", {-1, -1});
+        t.batch = ids.shape[0];
+        t.seq = ids.shape[1];
+        if (t.batch <= 0 || t.seq <= 0) throw InputError("input_ids: empty batch " + shape_str(ids.shape));
+        t.input_ids = to_i64(ids);
+        if (c.optional_input("attention_mask")) t.attention_mask = to_i64(c.input("attention_mask", ids.shape));
+        if (c.optional_input("position_ids")) t.position_ids = to_i64(c.input("position_ids", ids.shape));
+        return t;
+    }
+    TokenBatch batch_view() const { return {batch, seq, input_ids, attention_mask, position_ids}; }
+    TokenMask mask() const { return {batch, seq, attention_mask}; }
+};
+
+// Greedy decoding continued from the prefill logits of the last prompt tokens: steps x [batch, vocab].
+template <class Model>
+void run_greedy(ThreadPool& pool, const Model& model, typename Model::Session& session, const RowMatrix& logits_all,
+                const CaseTokens& tokens, std::int64_t steps, CaseOutputs& out) {
+    const std::int64_t B = tokens.batch, S = tokens.seq, V = logits_all.cols();
+    RowMatrix logits(B, V);
+    for (std::int64_t b = 0; b < B; ++b) logits.row(Eigen::Index(b)) = logits_all.row(Eigen::Index(b * S + S - 1));
+    std::vector<std::int64_t> greedy(std::size_t(B * steps));
+    std::vector<float> scores(std::size_t(B * steps * V));
+    std::vector<std::int64_t> next(static_cast<std::size_t>(B));
+    for (std::int64_t step = 0; step < steps; ++step) {
+        if (step > 0) logits = model.forward(pool, session, TokenBatch{B, 1, next, {}, {}}, Logits::Last);
+        for (std::int64_t b = 0; b < B; ++b) {
+            next[std::size_t(b)] = argmax(logits.row(Eigen::Index(b)));
+            greedy[std::size_t(b * steps + step)] = next[std::size_t(b)];
+            std::copy_n(logits.row(Eigen::Index(b)).data(), V, scores.begin() + (b * steps + step) * V);
+        }
+    }
+    out.add_i64("greedy_tokens", {B, steps}, greedy);
+    out.add_f32("greedy_scores", {B, steps, V}, scores);
+}
+
+// Hidden states in the reference's names and (batch, seq, hidden) layout.
+inline void add_decoder_trace(const DecoderTrace& trace, const CaseTokens& t, std::int64_t layers, CaseOutputs& out) {
+    for (std::size_t i = 0; i < trace.hidden_states.size(); ++i) {
+        const RowMatrix& h = trace.hidden_states[i];
+        out.add_f32("hidden_states." + std::to_string(i), {t.batch, t.seq, h.cols()}, h);
+    }
+    const RowMatrix& last = trace.last_layer_output;
+    out.add_f32("layer_output." + std::to_string(layers - 1), {t.batch, t.seq, last.cols()}, last);
+    for (const auto& [layer, logits] : trace.router_logits)
+        out.add_f32("router_logits." + std::to_string(layer), {logits.rows(), logits.cols()}, logits);
+}
+
+inline TokenMask run_mllama_case(const Case& c, const MllamaConfig& config, ThreadPool& pool, CaseOutputs& out) {
+    WeightBinder binder(Checkpoint::open(c.dir()));
+    const MllamaModel model = bind_mllama(binder, config);
+    const CaseTokens tokens = CaseTokens::read(c);
+    const std::int64_t B = tokens.batch, S = tokens.seq;
+    auto session = model.new_session(B);
+
+    if (c.optional_input("pixel_values")) {
+        const TiledViT& vit = model.vision();
+        const std::int64_t T = vit.max_tiles(), px = vit.image_size(), ch = vit.channels();
+        const TensorView& pixels = c.input("pixel_values", {B, -1, T, ch, px, px});
+        const std::int64_t I = pixels.shape[1];
+        if (I <= 0) throw InputError("pixel_values: no image slots " + shape_str(pixels.shape));
+        if (pixels.dtype != DType::F32) throw InputError("pixel_values: dtype must be F32");
+        const std::vector<std::int64_t> ids = to_i64(c.input("aspect_ratio_ids", {B, I}));
+        const std::vector<std::int64_t> ar_mask = to_i64(c.input("aspect_ratio_mask", {B, I, T}));
+        const std::vector<std::int64_t> xmask = to_i64(c.input("cross_attention_mask", {B, S, I, T}));
+        const std::span<const float> all(pixels.as<float>(), std::size_t(pixels.numel()));
+        const std::size_t image_floats = std::size_t(T * ch * px * px);
+
+        std::vector<std::vector<MllamaImage>> images(static_cast<std::size_t>(B));
+        for (std::int64_t b = 0; b < B; ++b)
+            for (std::int64_t i = 0; i < I; ++i) {
+                const std::size_t slot = std::size_t(b * I + i);
+                images[std::size_t(b)].push_back(
+                    {all.subspan(slot * image_floats, image_floats), ids[slot],
+                     std::span<const std::int64_t>(ar_mask).subspan(slot * std::size_t(T), std::size_t(T))});
+            }
+
+        // The encoder reports each image's states in order; the reference stacks them (batch * images, ...).
+        std::vector<std::vector<float>> local, global;
+        std::int64_t state_rows = 0, state_cols = 0;
+        const VisionObserver observer = [&](std::string_view stack, std::int64_t index,
+                                            const Eigen::Ref<const RowMatrix>& state) {
+            auto& states = stack == "global" ? global : local;
+            if (std::int64_t(states.size()) <= index) states.resize(std::size_t(index + 1));
+            states[std::size_t(index)].insert(states[std::size_t(index)].end(), state.data(),
+                                              state.data() + state.size());
+            state_rows = state.rows();
+            state_cols = state.cols();
+        };
+        const bool want_states = c.wants("vision_local_hidden_states.0") || c.wants("vision_global_hidden_states.0");
+        const std::vector<RowMatrix> features = model.attach_images(
+            pool, session, images, CrossAttentionMask{B, S, I, T, xmask}, want_states ? &observer : nullptr);
+
+        const std::int64_t P = vit.tokens_per_tile();
+        std::vector<float> vision_output, cross_states;
+        for (std::int64_t b = 0; b < B; ++b) {
+            const RowMatrix& f = features[std::size_t(b)];
+            vision_output.insert(vision_output.end(), f.data(), f.data() + f.size());
+            const RowMatrix& x = session.fusion.cross_states[std::size_t(b)];
+            cross_states.insert(cross_states.end(), x.data(), x.data() + x.size());
+        }
+        out.add_f32("vision_output", {B, I, T, P, vit.output_dim()}, vision_output);
+        out.add_f32("cross_attention_states", {B, I * T * P, config.text_config.hidden_size}, cross_states);
+        for (std::size_t i = 0; i < local.size(); ++i)
+            out.add_f32("vision_local_hidden_states." + std::to_string(i), {B * I, state_rows, state_cols}, local[i]);
+        for (std::size_t i = 0; i < global.size(); ++i)
+            out.add_f32("vision_global_hidden_states." + std::to_string(i), {B * I, state_rows, state_cols}, global[i]);
+
+        std::vector<float> row_mask(std::size_t(B * S));
+        for (std::int64_t b = 0; b < B; ++b)
+            for (std::int64_t s = 0; s < S; ++s)
+                row_mask[std::size_t(b * S + s)] = model.fusion().row_sees_image(session.fusion, b, s) ? 1.f : 0.f;
+        out.add_f32("full_text_row_masked_out_mask", {B, S}, row_mask);
+    }
+
+    DecoderTrace trace;
+    const RowMatrix logits = model.forward(pool, session, tokens.batch_view(), Logits::All, &trace);
+    out.add_f32("logits", {B, S, logits.cols()}, logits);
+    add_decoder_trace(trace, tokens, config.text_config.num_hidden_layers, out);
+
+    std::int64_t steps = 8;
+    if (const SafetensorsFile* e = c.expected())
+        if (const TensorView* g = e->find("greedy_tokens"); g && g->shape.size() == 2) steps = g->shape[1];
+    if (steps > 0 && (c.wants("greedy_tokens") || c.wants("greedy_scores")))
+        run_greedy(pool, model, session, logits, tokens, steps, out);
+    return tokens.mask();
+}
+
+}  // namespace fusionlm::parity
