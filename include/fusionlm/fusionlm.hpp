@@ -1,6 +1,21 @@
 #pragma once
-// The umbrella include: everything a downstream app needs.
+// The umbrella include: everything a downstream app needs. (Define FUSIONLM_IMPLEMENT_STB_IMAGE in
+// exactly one .cpp of the app before including this, to compile the image decoders there.)
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/tensor.hpp"
 #include "core/threads.hpp"
+#include "generate.hpp"
+#include "image/image.hpp"
+#include "image/processor.hpp"
+#include "io/checkpoint.hpp"
+#include "io/config.hpp"
+#include "io/weights.hpp"
+#include "mllama_prompt.hpp"
+#include "models/mixtral.hpp"
+#include "models/mllama.hpp"
+#include "models/olmoe.hpp"
+#include "models/qwen2_moe.hpp"
+#include "sampler.hpp"
+#include "text/chat.hpp"
+#include "text/tokenizer.hpp"
