@@ -3,6 +3,11 @@
 // Exit 0 when valid; otherwise exit 2 with one line on stderr naming the file and the fault.
 #include <fusionlm/io/checkpoint.hpp>
 #include <fusionlm/io/config.hpp>
+#include <fusionlm/io/weights.hpp>
+#include <fusionlm/models/mixtral.hpp>
+#include <fusionlm/models/mllama.hpp>
+#include <fusionlm/models/olmoe.hpp>
+#include <fusionlm/models/qwen2_moe.hpp>
 
 #include <cstdio>
 #include <exception>
@@ -98,10 +103,26 @@ void print_family(std::ostream& o, const FamilyConfig& family) {
         family);
 }
 
+// A family we implement binds every tensor it needs, so a missing, mis-shaped or unexpected tensor
+// is reported here exactly as the loader would report it.
+void check_family_weights(const ModelConfig& config, const Checkpoint& ckpt) {
+    WeightBinder w(ckpt);
+    std::visit(
+        [&](const auto& c) {
+            using C = std::decay_t<decltype(c)>;
+            if constexpr (std::is_same_v<C, MllamaConfig>) bind_mllama(w, c);
+            else if constexpr (std::is_same_v<C, MixtralConfig>) bind_mixtral(w, c);
+            else if constexpr (std::is_same_v<C, Qwen2MoeConfig>) bind_qwen2_moe(w, c);
+            else if constexpr (std::is_same_v<C, OlmoeConfig>) bind_olmoe(w, c);
+        },
+        config.family);
+}
+
 int inspect(const std::filesystem::path& dir) {
     // Validate everything before printing anything, so a bad folder yields only the error line.
     const ModelConfig config = load_config(dir / "config.json");
     const Checkpoint ckpt = Checkpoint::open(dir);
+    check_family_weights(config, ckpt);
 
     std::ostringstream o;
     o << "checkpoint: " << dir.string() << "\n";

@@ -91,6 +91,12 @@ TEST_F(InspectCli, InvalidInputsExitTwoWithOneLine) {
     write_bytes(dir / "config.json", cfg.dump(2));
     expect_one_line_failure(inspect(quote(dir.string()), tmp), "num_key_value_heads");
 
+    // A valid config whose sizes disagree with the tensors the family needs.
+    cfg["num_key_value_heads"] = 2;
+    cfg["intermediate_size"] = 96;
+    write_bytes(dir / "config.json", cfg.dump(2));
+    expect_one_line_failure(inspect(quote(dir.string()), tmp), "experts.0.w1.weight");
+
     // Config not JSON.
     write_bytes(dir / "config.json", "{\n\"model_type\":\n");
     expect_one_line_failure(inspect(quote(dir.string()), tmp), "config.json");
