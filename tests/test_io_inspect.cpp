@@ -17,35 +17,7 @@ namespace {
 
 const std::filesystem::path kInspect = std::filesystem::path(FUSIONLM_BIN_DIR) / "fusionlm-inspect";
 
-struct CliResult {
-    int code = -1;
-    std::string out, err;
-};
-
-std::string quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-CliResult inspect(const std::string& args, const TempDir& tmp) {
-    const auto out = tmp / "stdout.txt", err = tmp / "stderr.txt";
-    const std::string cmd = quote(kInspect.string()) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
-    const int status = std::system(cmd.c_str());
-    CliResult r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = read_bytes(out);
-    r.err = read_bytes(err);
-    return r;
-}
-
-void expect_one_line_failure(const CliResult& r, const std::string& fragment) {
-    EXPECT_EQ(r.code, 2);
-    EXPECT_TRUE(r.out.empty()) << r.out;
-    ASSERT_FALSE(r.err.empty());
-    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "stderr is not one line: " << r.err;
-    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
-}
+CliResult inspect(const std::string& args, const TempDir& tmp) { return run_cli(kInspect, args, tmp); }
 
 }  // namespace
 

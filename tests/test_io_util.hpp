@@ -2,6 +2,7 @@
 // Helpers shared by the io tests: a temporary directory, raw file writers, error expectations.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
 #include <cstdint>
 #include <cstring>
@@ -71,6 +72,38 @@ void expect_error(const std::function<void()>& fn, const std::vector<std::string
         return;
     }
     ADD_FAILURE() << "no exception thrown";
+}
+
+// A command-line tool run as a user runs it: exit code, stdout and stderr.
+struct CliResult {
+    int code = -1;
+    std::string out, err;
+};
+
+inline std::string quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+inline CliResult run_cli(const std::filesystem::path& binary, const std::string& args, const TempDir& tmp) {
+    const auto out = tmp / "stdout.txt", err = tmp / "stderr.txt";
+    const std::string cmd = quote(binary.string()) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
+    const int status = std::system(cmd.c_str());
+    CliResult r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = read_bytes(out);
+    r.err = read_bytes(err);
+    return r;
+}
+
+// The contract of every tool for bad input: exit 2, nothing on stdout, one line on stderr naming the fault.
+inline void expect_one_line_failure(const CliResult& r, const std::string& fragment) {
+    EXPECT_EQ(r.code, 2);
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    ASSERT_FALSE(r.err.empty());
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "stderr is not one line: " << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
 }
 
 }  // namespace fusionlm::io_test
