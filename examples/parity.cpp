@@ -3,6 +3,7 @@
 // writes every output the case's expected.safetensors names to FILE (default outputs.safetensors), and
 // when expected.safetensors exists prints one line per tensor with its max absolute and relative error.
 // Exit status: 0 all within tolerance, 1 some tensor outside it, 2 bad input (one line on stderr).
+#define FUSIONLM_IMPLEMENT_STB_IMAGE
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -17,6 +18,7 @@
 #include <fusionlm/io/safetensors.hpp>
 
 #include "parity_case.hpp"
+#include "preprocess_case.hpp"
 #include "parity_mllama.hpp"
 #include "parity_moe.hpp"
 
@@ -81,8 +83,23 @@ fusionlm::parity::TokenMask run_case(const fusionlm::parity::Case& c, fusionlm::
                                      "' is not supported by fusionlm-parity");
 }
 
+// A preprocessing case holds image-processor configs instead of a model.
+bool is_preprocess_case(const std::filesystem::path& dir) {
+    if (std::filesystem::exists(dir / "config.json") || !std::filesystem::is_directory(dir)) return false;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        if (e.path().filename().string().starts_with("preprocessor_config_")) return true;
+    return false;
+}
+
 int run(int argc, char** argv) {
     const Args args = parse_args(argc, argv);
+    if (is_preprocess_case(args.case_dir)) {
+        const auto tensors = fusionlm::examples::run_preprocess_case(args.case_dir);
+        fusionlm::write_safetensors(args.out, tensors);
+        std::printf("wrote %zu preprocessing tensors to %s (pixel tensors at full size)\n", tensors.size(),
+                    args.out.string().c_str());
+        return 0;
+    }
     const fusionlm::parity::Case c(args.case_dir);
     fusionlm::ThreadPool pool(args.threads);
     fusionlm::parity::CaseOutputs outputs;

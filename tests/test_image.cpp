@@ -11,6 +11,7 @@
 #include "../examples/preprocess_case.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -486,15 +487,16 @@ TEST(GoldenPreprocess, SmallProcessorsMatchReference) {
 // The acceptance test, through the parity tool's mapping: every tensor of expected.safetensors (all
 // four processor configurations) under the same name and dtype, pixel tensors at full size and
 // identical after subsampling, integer tensors equal, plane sums within 1e-3.
-TEST(GoldenPreprocess, CaseRunnerProducesEveryExpectedTensor) {
-    const std::vector<OwnedTensor> outputs = examples::run_preprocess_case(kCase);
+// Every tensor of the case's expected.safetensors, by name, dtype and value (pixel tensors at full size,
+// compared on the reference's subsampling grid).
+void expect_every_expected_tensor(const std::vector<TensorView>& outputs) {
     const auto expected = SafetensorsFile::open(kCase / "expected.safetensors");
     EXPECT_EQ(outputs.size(), expected.tensors().size());
     for (const TensorView& want : expected.tensors()) {
         SCOPED_TRACE(want.name);
-        const auto it = std::find_if(outputs.begin(), outputs.end(), [&](const OwnedTensor& t) { return t.name == want.name; });
+        const auto it = std::find_if(outputs.begin(), outputs.end(), [&](const TensorView& t) { return t.name == want.name; });
         ASSERT_NE(it, outputs.end());
-        const TensorView got = it->view();
+        const TensorView& got = *it;
         ASSERT_EQ(got.dtype, want.dtype);
         ASSERT_EQ(got.shape.size(), want.shape.size());
         if (got.dtype == DType::F32) {
@@ -510,6 +512,28 @@ TEST(GoldenPreprocess, CaseRunnerProducesEveryExpectedTensor) {
             for (std::int64_t i = 0; i < got.numel(); ++i) EXPECT_EQ(got.as<std::int64_t>()[i], want.as<std::int64_t>()[i]);
         }
     }
+}
+
+TEST(GoldenPreprocess, CaseRunnerProducesEveryExpectedTensor) {
+    const std::vector<OwnedTensor> outputs = examples::run_preprocess_case(kCase);
+    std::vector<TensorView> views;
+    for (const auto& t : outputs) views.push_back(t.view());
+    expect_every_expected_tensor(views);
+}
+
+// The same through fusionlm-parity, as a user checks a preprocessing case folder.
+TEST(GoldenPreprocess, ParityToolWritesEveryExpectedTensor) {
+    const std::filesystem::path tool = std::filesystem::path(FUSIONLM_BIN_DIR) / "fusionlm-parity";
+    if (!std::filesystem::exists(tool)) GTEST_SKIP() << tool << " not built";
+    const auto out =
+        std::filesystem::temp_directory_path() / ("fusionlm_preprocess_" + std::to_string(::getpid()) + ".safetensors");
+    const std::string cmd = "'" + tool.string() + "' '" + kCase.string() + "' --out '" + out.string() + "' > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0);
+    {
+        const auto written = SafetensorsFile::open(out);
+        expect_every_expected_tensor(written.tensors());
+    }
+    std::filesystem::remove(out);
 }
 
 // Decoding the golden JPEGs with stb_image instead of using libjpeg's stored pixels: pixel_values stay
