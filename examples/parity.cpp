@@ -19,6 +19,7 @@
 
 #include "parity_case.hpp"
 #include "preprocess_case.hpp"
+#include "parity_llava.hpp"
 #include "parity_mllama.hpp"
 #include "parity_moe.hpp"
 
@@ -73,6 +74,8 @@ fusionlm::parity::TokenMask run_case(const fusionlm::parity::Case& c, fusionlm::
     const fusionlm::ModelConfig config = fusionlm::load_config(c.dir() / "config.json");
     if (const auto* m = std::get_if<fusionlm::MllamaConfig>(&config.family))
         return fusionlm::parity::run_mllama_case(c, *m, pool, out);
+    if (const auto* m = std::get_if<fusionlm::LlavaConfig>(&config.family))
+        return fusionlm::parity::run_llava_case(c, *m, pool, out);
     if (const auto* m = std::get_if<fusionlm::MixtralConfig>(&config.family))
         return fusionlm::parity::run_mixtral_case(c, *m, pool, out);
     if (const auto* m = std::get_if<fusionlm::Qwen2MoeConfig>(&config.family))

@@ -13,7 +13,7 @@
 #include <fusionlm/models/qwen2_moe.hpp>
 
 #include "parity_case.hpp"
-#include "parity_mllama.hpp"
+#include "parity_decoder.hpp"
 
 namespace fusionlm::parity {
 
@@ -23,16 +23,7 @@ TokenMask run_causal_lm_case(const Case& c, const Model& model, std::int64_t num
                              CaseOutputs& out) {
     const CaseTokens tokens = CaseTokens::read(c);
     auto session = model.new_session(tokens.batch);
-    DecoderTrace trace;
-    const RowMatrix logits = model.forward(pool, session, tokens.batch_view(), Logits::All, &trace);
-    out.add_f32("logits", {tokens.batch, tokens.seq, logits.cols()}, logits);
-    add_decoder_trace(trace, tokens, num_layers, out);
-
-    std::int64_t steps = 8;
-    if (const SafetensorsFile* e = c.expected())
-        if (const TensorView* g = e->find("greedy_tokens"); g && g->shape.size() == 2) steps = g->shape[1];
-    if (steps > 0 && (c.wants("greedy_tokens") || c.wants("greedy_scores")))
-        run_greedy(pool, model, session, logits, tokens, steps, out);
+    prefill_and_decode(c, model, session, tokens, num_layers, pool, out);
     return tokens.mask();
 }
 

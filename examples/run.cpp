@@ -1,4 +1,5 @@
-// fusionlm-run: a prompt and images in, streamed text out, from a Hugging Face checkpoint folder.
+// fusionlm-run: a prompt and images in, streamed text out, from a Hugging Face checkpoint folder
+// (Llama 3.2 Vision, LLaVA, or a text-only Llama).
 //   fusionlm-run -m DIR [--image FILE]... -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P]
 //                [--seed S] [-t THREADS] [--system TEXT] [--ignore-eos] [--json]
 #define FUSIONLM_IMPLEMENT_STB_IMAGE
@@ -6,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -19,7 +21,10 @@
 #include <fusionlm/io/checkpoint.hpp>
 #include <fusionlm/io/config.hpp>
 #include <fusionlm/io/weights.hpp>
+#include <fusionlm/llava_prompt.hpp>
 #include <fusionlm/mllama_prompt.hpp>
+#include <fusionlm/models/llama_causal_lm.hpp>
+#include <fusionlm/models/llava.hpp>
 #include <fusionlm/models/mllama.hpp>
 #include <fusionlm/sampler.hpp>
 #include <fusionlm/text/chat.hpp>
@@ -90,10 +95,10 @@ Args parse_args(int argc, char** argv) {
     return a;
 }
 
-// The user's text with an image where each <|image|> marker stands; with no marker, the images come
-// first, as in the reference's single-image prompts. A marker count that disagrees is an error.
-std::vector<ContentPart> user_content(const std::string& prompt, std::size_t images) {
-    static const std::string marker = "<|image|>";
+// The user's text with an image where each marker (<|image|> for mllama, <image> for llava) stands; with
+// no marker, the images come first, as in the reference's single-image prompts. A marker count that
+// disagrees is an error.
+std::vector<ContentPart> user_content(const std::string& prompt, std::size_t images, const std::string& marker) {
     std::vector<ContentPart> parts;
     std::size_t markers = 0, at = 0;
     for (std::size_t hit; (hit = prompt.find(marker, at)) != std::string::npos; at = hit + marker.size()) {
@@ -105,7 +110,7 @@ std::vector<ContentPart> user_content(const std::string& prompt, std::size_t ima
     if (markers == 0) {
         parts.insert(parts.begin(), images, image_part());
     } else if (markers != images) {
-        throw InputError("prompt has " + std::to_string(markers) + " <|image|> markers but " +
+        throw InputError("prompt has " + std::to_string(markers) + " " + marker + " markers but " +
                          std::to_string(images) + " images were given");
     }
     return parts;
@@ -113,49 +118,50 @@ std::vector<ContentPart> user_content(const std::string& prompt, std::size_t ima
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-int run(const Args& args) {
-    const auto t_load = Clock::now();
-    const ModelConfig config = load_config(args.model_dir / "config.json");
-    const auto* mllama = std::get_if<MllamaConfig>(&config.family);
-    if (!mllama)
-        throw UnsupportedError((args.model_dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not supported by fusionlm-run (supported: mllama)");
-    if (isatty(2) && !args.json) std::fputs("loading weights...", stderr);
-    WeightBinder binder(Checkpoint::open(args.model_dir));
-    const MllamaModel model = bind_mllama(binder, *mllama);
-    if (isatty(2) && !args.json) std::fputs(" done\n", stderr);
-    const Tokenizer tokenizer = Tokenizer::from_dir(args.model_dir);
-    const ChatTemplate chat = ChatTemplate::from_dir(args.model_dir);
-    std::vector<std::int64_t> stop_tokens = mllama->text_config.eos_token_id;
-    if (fs::exists(args.model_dir / "generation_config.json"))
-        for (TokenId id : read_eos_token_ids(args.model_dir / "generation_config.json")) stop_tokens.push_back(id);
-    if (args.ignore_eos) stop_tokens.clear();
-    ThreadPool pool(args.threads);
-    const double load_s = seconds_since(t_load);
+// What every family shares: the tokenizer, the chat template and the stop tokens of the checkpoint.
+struct Conversation {
+    Tokenizer tokenizer;
+    ChatTemplate chat;
+    std::vector<std::int64_t> stop_tokens;
+    std::int64_t context = 0;
+    double load_s = 0.0;
 
-    std::vector<ChatMessage> messages;
-    if (!args.system.empty()) messages.push_back({Role::system, {text_part(args.system)}});
-    messages.push_back({Role::user, user_content(args.prompt, args.images.size())});
-    std::vector<std::int64_t> ids;
-    for (TokenId id : chat.encode(tokenizer, messages)) ids.push_back(id);
-    const auto S = std::int64_t(ids.size());
-    const std::int64_t context = mllama->text_config.max_position_embeddings;
-    if (S + args.max_new_tokens > context)
-        throw InputError("prompt of " + std::to_string(S) + " tokens plus " + std::to_string(args.max_new_tokens) +
-                         " new tokens exceeds the context of " + std::to_string(context));
-
-    auto session = model.new_session(1);
-    const auto t_vision = Clock::now();
-    if (!args.images.empty()) {
-        std::vector<Image> images;
-        for (const auto& file : args.images) images.push_back(load_image(file));
-        const auto processor = MllamaImageProcessor::from_file(args.model_dir / "preprocessor_config.json");
-        attach_prompt_images(pool, model, session, processor, images, ids, mllama->image_token_index);
+    // The chat prompt's ids, each image as one marker token where the user put it.
+    std::vector<std::int64_t> prompt_ids(const Args& args, const std::string& marker) const {
+        std::vector<ChatMessage> messages;
+        if (!args.system.empty()) messages.push_back({Role::system, {text_part(args.system)}});
+        messages.push_back({Role::user, user_content(args.prompt, args.images.size(), marker)});
+        std::vector<std::int64_t> ids;
+        for (TokenId id : chat.encode(tokenizer, messages)) ids.push_back(id);
+        return ids;
     }
-    const double vision_s = seconds_since(t_vision);
+};
 
+Conversation open_conversation(const Args& args, const std::vector<std::int64_t>& config_eos, std::int64_t context,
+                               Clock::time_point t_load) {
+    Conversation c{Tokenizer::from_dir(args.model_dir), ChatTemplate::from_dir(args.model_dir),
+                   generation_stop_tokens(args.model_dir, config_eos), context, 0.0};
+    if (args.ignore_eos) c.stop_tokens.clear();
+    c.load_s = seconds_since(t_load);
+    return c;
+}
+
+std::vector<Image> load_images(const Args& args) {
+    std::vector<Image> images;
+    for (const auto& file : args.images) images.push_back(load_image(file));
+    return images;
+}
+
+// Prefill, then sample token by token, streaming the text (or printing one JSON line at the end).
+template <class Model>
+int generate_text(const Args& args, ThreadPool& pool, const Model& model, typename Model::Session& session,
+                  const std::vector<std::int64_t>& ids, const Conversation& conv, double vision_s) {
+    const auto S = std::int64_t(ids.size());
+    if (S + args.max_new_tokens > conv.context)
+        throw InputError("prompt of " + std::to_string(S) + " tokens plus " + std::to_string(args.max_new_tokens) +
+                         " new tokens exceeds the context of " + std::to_string(conv.context));
     Sampler sampler(args.sampling);
-    DecodeStream stream(tokenizer, /*skip_special=*/true);
+    DecodeStream stream(conv.tokenizer, /*skip_special=*/true);
     std::string text;
     const auto emit = [&](const std::string& piece) {
         text += piece;
@@ -172,7 +178,7 @@ int run(const Args& args) {
         for (;;) {
             const std::int64_t token = sampler.sample(logits.row(0));
             ++generated;
-            if (std::find(stop_tokens.begin(), stop_tokens.end(), token) != stop_tokens.end()) break;
+            if (std::find(conv.stop_tokens.begin(), conv.stop_tokens.end(), token) != conv.stop_tokens.end()) break;
             emit(stream.step(TokenId(token)));
             if (generated >= args.max_new_tokens) break;
             const std::int64_t next[] = {token};
@@ -188,7 +194,7 @@ int run(const Args& args) {
         const nlohmann::json out = {{"text", text},
                                     {"prompt_tokens", S},
                                     {"generated_tokens", generated},
-                                    {"load_s", load_s},
+                                    {"load_s", conv.load_s},
                                     {"vision_s", vision_s},
                                     {"prefill_tokens_per_s", prefill_tps},
                                     {"decode_tokens_per_s", decode_tps}};
@@ -196,10 +202,58 @@ int run(const Args& args) {
     } else {
         std::cout << "\n";
         std::fprintf(stderr, "load %.2f s, images %.2f s, prefill %.1f tok/s (%lld tokens), decode %.1f tok/s (%lld tokens)\n",
-                     load_s, vision_s, prefill_tps, static_cast<long long>(S), decode_tps,
+                     conv.load_s, vision_s, prefill_tps, static_cast<long long>(S), decode_tps,
                      static_cast<long long>(generated));
     }
     return 0;
+}
+
+int run(const Args& args) {
+    const auto t_load = Clock::now();
+    const ModelConfig config = load_config(args.model_dir / "config.json");
+    const bool progress = isatty(2) && !args.json;
+    if (progress) std::fputs("loading weights...", stderr);
+    WeightBinder binder(Checkpoint::open(args.model_dir));
+    ThreadPool pool(args.threads);
+
+    if (const auto* mllama = std::get_if<MllamaConfig>(&config.family)) {
+        const MllamaModel model = bind_mllama(binder, *mllama);
+        if (progress) std::fputs(" done\n", stderr);
+        const Conversation conv =
+            open_conversation(args, mllama->text_config.eos_token_id, mllama->text_config.max_position_embeddings, t_load);
+        const std::vector<std::int64_t> ids = conv.prompt_ids(args, "<|image|>");
+        auto session = model.new_session(1);
+        const auto t_vision = Clock::now();
+        if (!args.images.empty()) {
+            const auto processor = MllamaImageProcessor::from_file(args.model_dir / "preprocessor_config.json");
+            attach_prompt_images(pool, model, session, processor, load_images(args), ids, mllama->image_token_index);
+        }
+        return generate_text(args, pool, model, session, ids, conv, seconds_since(t_vision));
+    }
+    if (const auto* llava = std::get_if<LlavaConfig>(&config.family)) {
+        const LlavaModel model = bind_llava(binder, *llava);
+        if (progress) std::fputs(" done\n", stderr);
+        const Conversation conv =
+            open_conversation(args, llava->text_config.eos_token_id, llava->text_config.max_position_embeddings, t_load);
+        auto session = model.new_session(1);
+        const auto t_vision = Clock::now();
+        std::vector<std::int64_t> ids = conv.prompt_ids(args, "<image>");
+        if (!args.images.empty()) {
+            const auto processor = ClipImageProcessor::from_file(args.model_dir / "preprocessor_config.json");
+            ids = attach_prompt_images(pool, model, session, processor, load_images(args), ids);
+        }
+        return generate_text(args, pool, model, session, ids, conv, seconds_since(t_vision));
+    }
+    if (const auto* llama = std::get_if<LlamaConfig>(&config.family)) {
+        if (!args.images.empty()) throw InputError("--image: model_type 'llama' is a text-only model");
+        const LlamaModel model = bind_llama(binder, *llama);
+        if (progress) std::fputs(" done\n", stderr);
+        const Conversation conv = open_conversation(args, llama->eos_token_id, llama->max_position_embeddings, t_load);
+        auto session = model.new_session(1);
+        return generate_text(args, pool, model, session, conv.prompt_ids(args, "<image>"), conv, 0.0);
+    }
+    throw UnsupportedError((args.model_dir / "config.json").string() + ": model_type '" + config.model_type +
+                           "' is not supported by fusionlm-run (supported: mllama, llava, llama)");
 }
 
 }  // namespace

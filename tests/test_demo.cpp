@@ -38,8 +38,7 @@ TEST(Demo, GreedyCaptionsEqualThePyTorchModel) {
     const Tokenizer tokenizer = Tokenizer::from_dir(kDemo);
     const ChatTemplate chat = ChatTemplate::from_dir(kDemo);
     const auto processor = MllamaImageProcessor::from_file(kDemo / "preprocessor_config.json");
-    std::vector<std::int64_t> stop;
-    for (TokenId id : read_eos_token_ids(kDemo / "generation_config.json")) stop.push_back(id);
+    const std::vector<std::int64_t> stop = generation_stop_tokens(kDemo, {});
     ThreadPool pool(2);
 
     int exact = 0, expected_exact = 0;

@@ -1,16 +1,19 @@
-// Composition: a vision model whose decoder uses MoeMlp. Mllama's structure (tiled ViT, gated
-// cross-attention) with every self-attention layer's MLP replaced by an MoE block whose 4 experts are
-// copies of that layer's dense MLP, top-2 renormalised behind a random router: the block then computes
-// exactly the dense MLP, so the whole model must still reproduce the golden Mllama logits, while the
-// router logits show every routed layer ran through MoeMlp.
+// Composition: a vision model whose decoder uses MoeMlp, under both fusion policies. Mllama's structure
+// (tiled ViT, gated cross-attention) and LLaVA's (CLIP ViT, early fusion), with every self-attention
+// layer's MLP replaced by an MoE block whose 4 experts are copies of that layer's dense MLP, top-2
+// renormalised behind a random router: the block then computes exactly the dense MLP, so the whole model
+// must still reproduce the golden logits, while the router logits show every routed layer ran through
+// MoeMlp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "fusionlm/core/threads.hpp"
@@ -19,6 +22,7 @@
 #include "fusionlm/io/config.hpp"
 #include "fusionlm/io/safetensors.hpp"
 #include "fusionlm/io/weights.hpp"
+#include "fusionlm/models/llava.hpp"
 #include "fusionlm/models/mllama.hpp"
 #include "fusionlm/text_model/moe.hpp"
 
@@ -28,10 +32,14 @@ using namespace fusionlm;
 namespace fs = std::filesystem;
 
 using MoeMllama = FusionModel<TiledViT, GatedCrossAttention, Decoder<MoeMlp>>;
+using MoeLlava = FusionModel<ClipViT, EarlyFusion<MlpProjector>, Decoder<MoeMlp>>;
 
 const fs::path kCase = fs::path(FUSIONLM_TEST_DATA) / "golden" / "mllama_tiny";
 
-MoeMllama moe_variant(const MllamaModel& dense, const Checkpoint& ckpt, std::vector<std::uint16_t>& router_store) {
+// Both families name the text model's embedding and final norm alike (language_model.model.*).
+template <class Vision, class Fusion>
+FusionModel<Vision, Fusion, Decoder<MoeMlp>> moe_variant(const FusionModel<Vision, Fusion, Decoder<DenseMlp>>& dense,
+                                                         const Checkpoint& ckpt, std::vector<std::uint16_t>& router_store) {
     const Decoder<DenseMlp>& d = dense.decoder();
     const std::int64_t H = d.config().hidden_size, L = d.config().num_layers, E = 4;
     std::mt19937 rng(8);
@@ -52,7 +60,20 @@ MoeMllama moe_variant(const MllamaModel& dense, const Checkpoint& ckpt, std::vec
     }
     Decoder<MoeMlp> decoder(d.config(), ckpt.get("language_model.model.embed_tokens.weight"), std::move(layers),
                             ckpt.get("language_model.model.norm.weight").to_f32(), d.lm_head());
-    return MoeMllama(dense.vision(), dense.fusion(), std::move(decoder), std::make_shared<const Checkpoint>(ckpt));
+    return FusionModel<Vision, Fusion, Decoder<MoeMlp>>(dense.vision(), dense.fusion(), std::move(decoder),
+                                                        std::make_shared<const Checkpoint>(ckpt));
+}
+
+// max |got - ref| over the rows whose mask is 1 (all rows for an empty mask), and that over max |ref|.
+std::pair<double, double> logits_error(const RowMatrix& got, const RowMatrix& ref, const std::vector<std::int64_t>& mask) {
+    EXPECT_EQ(got.rows(), ref.rows());
+    double diff = 0, scale = 0;
+    for (Eigen::Index r = 0; r < ref.rows() && r < got.rows(); ++r) {
+        if (!mask.empty() && !mask[std::size_t(r)]) continue;
+        diff = std::max(diff, double((got.row(r) - ref.row(r)).cwiseAbs().maxCoeff()));
+        scale = std::max(scale, double(ref.row(r).cwiseAbs().maxCoeff()));
+    }
+    return {diff, diff / scale};
 }
 
 TEST(MoeComposition, MllamaWithMoeBlocksMatchesDenseReference) {
@@ -90,15 +111,8 @@ TEST(MoeComposition, MllamaWithMoeBlocksMatchesDenseReference) {
     DecoderTrace trace;
     const RowMatrix logits = model.forward(pool, session, TokenBatch{B, S, ids, mask, positions}, Logits::All, &trace);
 
-    const RowMatrix ref = to_row_matrix(expected.get("logits"));
-    ASSERT_EQ(logits.rows(), ref.rows());
-    double diff = 0, scale = 0;
-    for (Eigen::Index r = 0; r < ref.rows(); ++r) {
-        if (!mask[std::size_t(r)]) continue;
-        diff = std::max(diff, double((logits.row(r) - ref.row(r)).cwiseAbs().maxCoeff()));
-        scale = std::max(scale, double(ref.row(r).cwiseAbs().maxCoeff()));
-    }
-    EXPECT_LE(diff / scale, 1e-4);
+    const auto [diff, rel] = logits_error(logits, to_row_matrix(expected.get("logits")), mask);
+    EXPECT_LE(rel, 1e-4);
     EXPECT_LE(diff, 1e-3);
 
     // Router logits for the self-attention layers only; the cross-attention slots belong to the policy.
@@ -119,6 +133,34 @@ TEST(MoeComposition, MllamaWithMoeBlocksMatchesDenseReference) {
     const RowMatrix step = model.forward(pool, session, TokenBatch{B, 1, next, {}, {}}, Logits::Last);
     EXPECT_EQ(step.rows(), B);
     EXPECT_TRUE(step.allFinite());
+}
+
+TEST(MoeComposition, LlavaWithMoeBlocksMatchesDenseReference) {
+    const fs::path dir = fs::path(FUSIONLM_TEST_DATA) / "golden" / "llava_tiny";
+    const ModelConfig config = load_config(dir / "config.json");
+    const Checkpoint ckpt = Checkpoint::open(dir);
+    WeightBinder binder(ckpt);
+    const LlavaModel dense = bind_llava(binder, std::get<LlavaConfig>(config.family));
+    std::vector<std::uint16_t> router_store;
+    const MoeLlava model = moe_variant(dense, ckpt, router_store);
+
+    const SafetensorsFile inputs = SafetensorsFile::open(dir / "inputs.safetensors");
+    const SafetensorsFile expected = SafetensorsFile::open(dir / "expected.safetensors");
+    const std::vector<std::int64_t> ids = to_i64(inputs.get("input_ids"));
+    const TensorView& pixels = inputs.get("pixel_values");  // [1, 3, px, px]
+    const TokenBatch tokens{1, std::int64_t(ids.size()), ids, {}, {}};
+    ThreadPool pool(2);
+    auto session = model.new_session(1);
+    model.attach_images(pool, session,
+                        std::vector<std::vector<ClipImage>>{
+                            {ClipImage{std::span<const float>(pixels.as<float>(), std::size_t(pixels.numel()))}}},
+                        tokens);
+    DecoderTrace trace;
+    const RowMatrix logits = model.forward(pool, session, tokens, Logits::All, &trace);
+    const auto [diff, rel] = logits_error(logits, to_row_matrix(expected.get("logits")), {});
+    EXPECT_LE(rel, 1e-4);
+    EXPECT_LE(diff, 1e-3);
+    EXPECT_EQ(std::int64_t(trace.router_logits.size()), model.decoder().config().num_layers);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // fusionlm-run as a user runs it, on the bundled demo checkpoint: its greedy answer equals the text
 // the library's own generation gives for the same picture (recorded with the PyTorch model at export,
-// and held to it by test_demo.cpp); bad inputs exit 2 with one line naming the fault.
+// and held to it by test_demo.cpp); bad inputs exit 2 with one line naming the fault. Also a LLaVA
+// checkpoint: its image marker expands to the image's feature tokens and marker counts are checked.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -57,4 +58,37 @@ TEST_F(RunCli, BadInputsExitTwoWithOneLine) {
     expect_one_line_failure(run("-p x -n 100000"), "context");
     expect_one_line_failure(run("-p x --top-p 2"), "top_p");
     expect_one_line_failure(run_cli(kRun, "-m " + quote((tmp / "nowhere").string()) + " -p x", tmp), "config.json");
+}
+
+// A LLaVA checkpoint folder as a user has one: the golden llava_tiny weights and config, its
+// CLIPImageProcessor settings, and a byte-level tokenizer (the demo's, with <image> added at the
+// model's image token id) with a chat template.
+TEST_F(RunCli, LlavaExpandsTheImageMarker) {
+    const fs::path dir = tmp / "llava";
+    fs::create_directories(dir);
+    const fs::path golden = kGolden / "llava_tiny";
+    for (const char* f : {"config.json", "model.safetensors", "generation_config.json"}) fs::copy_file(golden / f, dir / f);
+    std::ifstream meta_in(golden / "meta.json");
+    std::ofstream(dir / "preprocessor_config.json") << nlohmann::json::parse(meta_in).at("image_processor").dump();
+    std::ifstream tok_in(kDemo / "tokenizer.json");
+    auto tokenizer = nlohmann::json::parse(tok_in);
+    tokenizer["added_tokens"].push_back({{"id", 511}, {"content", "<image>"}, {"single_word", false}, {"lstrip", false},
+                                         {"rstrip", false}, {"normalized", false}, {"special", true}});
+    std::ofstream(dir / "tokenizer.json") << tokenizer.dump();
+    std::ofstream(dir / "tokenizer_config.json")
+        << nlohmann::json{{"bos_token", "<|begin_of_text|>"}, {"chat_template", "USER: <image>..."}}.dump();
+
+    const std::string model = "-m " + quote(dir.string()) + " -n 0 --json ";
+    const std::string picture = quote((kData / "images" / "chelsea.png").string());
+    const CliResult text_only = run_cli(kRun, model + "-p 'Describe it.'", tmp);
+    ASSERT_EQ(text_only.code, 0) << text_only.err;
+    const CliResult with_image = run_cli(kRun, model + "--image " + picture + " -p 'Describe it.'", tmp);
+    ASSERT_EQ(with_image.code, 0) << with_image.err;
+    // "<image>\n" comes in: 16 image tokens (image_seq_length) and the newline.
+    const auto plain = nlohmann::json::parse(text_only.out).at("prompt_tokens").get<int>();
+    const auto expanded = nlohmann::json::parse(with_image.out).at("prompt_tokens").get<int>();
+    EXPECT_GE(expanded - plain, 17);
+    EXPECT_LE(expanded - plain, 18);
+    expect_one_line_failure(run_cli(kRun, model + "--image " + picture + " -p '<image> and <image>?'", tmp), "<image>");
+    expect_one_line_failure(run_cli(kRun, model + "-p '<image> without a picture'", tmp), "image");
 }

@@ -4,14 +4,20 @@
 //   {prefix}input_layernorm.weight, {prefix}self_attn.{q,k,v,o}_proj.{weight,bias},
 //   {prefix}post_attention_layernorm.weight, {prefix}mlp.{gate,up,down}_proj.weight
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "../core/error.hpp"
+#include "../io/config.hpp"
 #include "../io/weights.hpp"
 #include "../ops/activation.hpp"
 #include "../ops/linear.hpp"
 #include "../text_model/attention.hpp"
 #include "../text_model/decoder.hpp"
 #include "../text_model/mlp.hpp"
+#include "causal_lm.hpp"
 
 namespace fusionlm {
 
@@ -58,6 +64,25 @@ DecoderLayer<DenseMlp> bind_dense_layer(Binder& w, const std::string& prefix, co
                                   bind_self_attention(w, prefix + "self_attn.", s),
                                   w.require_f32(prefix + "post_attention_layernorm.weight", {s.hidden_size}),
                                   bind_dense_mlp(w, prefix + "mlp.", s.hidden_size, intermediate, act)};
+}
+
+// The Llama decoder under `prefix` ("language_model." for LLaVA, "" for LlamaForCausalLM).
+template <class Binder>
+Decoder<DenseMlp> bind_llama_decoder(Binder& w, const LlamaConfig& c, const std::string& prefix) {
+    if (c.attention_bias) throw UnsupportedError("config.json: text_config.attention_bias: true is not supported");
+    if (c.mlp_bias) throw UnsupportedError("config.json: text_config.mlp_bias: true is not supported");
+    const DecoderConfig dc = text_decoder_config(c);
+    const Activation act = parse_activation(c.hidden_act);
+    const std::string m = prefix + "model.";
+    std::vector<std::optional<DecoderLayer<DenseMlp>>> layers;
+    for (std::int64_t i = 0; i < c.num_hidden_layers; ++i)
+        layers.push_back(bind_dense_layer(w, m + "layers." + std::to_string(i) + ".", dc.attention(), c.intermediate_size, act));
+    const TensorView embed = w.require(m + "embed_tokens.weight", {c.vocab_size, c.hidden_size});
+    std::vector<float> norm = w.require_f32(m + "norm.weight", {c.hidden_size});
+    Linear lm_head = c.tie_word_embeddings ? Linear{embed, {}}
+                                           : bind_linear(w, prefix + "lm_head", c.vocab_size, c.hidden_size);
+    if (c.tie_word_embeddings) w.mark_used(prefix + "lm_head.weight");
+    return Decoder<DenseMlp>(dc, embed, std::move(layers), std::move(norm), std::move(lm_head));
 }
 
 }  // namespace fusionlm

@@ -305,4 +305,14 @@ inline std::vector<TokenId> read_eos_token_ids(const std::filesystem::path& path
     return eos_token_ids(j, path.string());
 }
 
+// The ids that end generation, as Hugging Face's generate() picks them: generation_config.json's
+// eos_token_id when the checkpoint has that file, else config.json's (config_eos).
+inline std::vector<std::int64_t> generation_stop_tokens(const std::filesystem::path& model_dir,
+                                                        const std::vector<std::int64_t>& config_eos) {
+    const std::filesystem::path path = model_dir / "generation_config.json";
+    if (!std::filesystem::exists(path)) return config_eos;
+    const std::vector<TokenId> ids = read_eos_token_ids(path);
+    return {ids.begin(), ids.end()};
+}
+
 }  // namespace fusionlm

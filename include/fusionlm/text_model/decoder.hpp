@@ -169,6 +169,12 @@ public:
         const std::int64_t B = tokens.batch, S = tokens.seq, past = state.length();
         const Eigen::Index n = Eigen::Index(B * S), hidden = Eigen::Index(config_.hidden_size);
 
+        // The policy may reject the tokens (image tokens without images), so it runs before the state grows.
+        RowMatrix h(n, hidden);
+        embedding_lookup(embed_tokens_, tokens.input_ids, h);
+        const DecoderStep step{B, S, past};
+        fusion.embed(pool, fusion_state, step, tokens.input_ids, h);
+
         // Positions and per-item masks; the state's key mask grows before the masks are built so that
         // each item's mask covers its cached and its new keys.
         std::vector<std::int64_t> positions(std::size_t(B * S));
@@ -188,10 +194,6 @@ public:
             masks.push_back(causal_mask(S, past, key_mask));
         }
 
-        RowMatrix h(n, hidden);
-        embedding_lookup(embed_tokens_, tokens.input_ids, h);
-        const DecoderStep step{B, S, past};
-        fusion.embed(pool, fusion_state, step, tokens.input_ids, h);
         if (trace) {
             trace->hidden_states.clear();
             trace->router_logits.clear();

@@ -2,7 +2,8 @@
 // The CLIP vision transformer (LLaVA's tower): patch conv (no bias) -> prepend class_embedding ->
 // + position_embedding -> pre_layrnorm -> encoder layers (layer_norm1, q/k/v/out_proj with biases,
 // layer_norm2, fc1 -> hidden_act -> fc2). post_layernorm only feeds CLIP's pooled output, which
-// LLaVA never uses, so it is not bound.
+// LLaVA never uses, so it is not bound. The tower runs up to the layer whose output its user reads
+// (LLaVA's vision_feature_layer), so later layers cost nothing.
 #include <cstdint>
 #include <span>
 #include <string>
@@ -22,9 +23,10 @@ namespace fusionlm {
 
 class ClipViT {
 public:
-    // prefix: where the tower's names start, e.g. "vision_tower.vision_model.".
+    // prefix: where the tower's names start, e.g. "vision_tower.vision_model.". output_layer: the
+    // hidden_states index encode_image() returns (see resolve_layer).
     template <class Binder>
-    static ClipViT bind(Binder& w, const ClipVisionConfig& c, std::string_view prefix) {
+    static ClipViT bind(Binder& w, const ClipVisionConfig& c, std::string_view prefix, std::int64_t output_layer = -1) {
         const std::string p(prefix);
         if (c.patch_size <= 0 || c.image_size < c.patch_size)
             throw ConfigError("config.json: vision_config.image_size: " + std::to_string(c.image_size) +
@@ -58,6 +60,7 @@ public:
         for (std::int64_t i = 0; i < c.num_hidden_layers; ++i)
             v.layers_.push_back(
                 EncoderLayer::bind(w, p + "encoder.layers." + std::to_string(i) + ".", dims, names));
+        v.output_layer_ = v.resolve_layer(output_layer);
         return v;
     }
 
@@ -66,6 +69,7 @@ public:
     std::int64_t hidden_size() const { return hidden_; }
     std::int64_t image_size() const { return image_size_; }
     std::int64_t channels() const { return patch_embed_.channels(); }
+    std::int64_t output_layer() const { return output_layer_; }
 
     // The reference's hidden_states index as a layer count: 0 = after pre_layrnorm, k = output of
     // layer k, negative counts from the end (-1 = the last layer, -2 the one before).
@@ -113,12 +117,24 @@ public:
     }
 
 private:
-    std::int64_t hidden_ = 0, image_size_ = 0, tokens_ = 0;
+    std::int64_t hidden_ = 0, image_size_ = 0, tokens_ = 0, output_layer_ = 0;
     PatchEmbed patch_embed_;
     std::vector<float> class_embedding_;
     RowMatrix position_embedding_;  // [tokens, hidden]
     LayerNormParams pre_layrnorm_;
     std::vector<EncoderLayer> layers_;
 };
+
+// One image as CLIPImageProcessor lays it out: [channels, image_size, image_size].
+struct ClipImage {
+    std::span<const float> pixel_values;
+};
+
+// How FusionModel feeds a ClipImage to the tower (found by argument-dependent lookup): the hidden state
+// the tower was bound to output, [tokens, hidden], class token first.
+inline RowMatrix encode_image(const ClipViT& vit, ThreadPool& pool, const ClipImage& image,
+                              const VisionObserver* observer) {
+    return vit.hidden_state(pool, image.pixel_values, vit.output_layer(), observer ? *observer : VisionObserver{});
+}
 
 }  // namespace fusionlm
