@@ -19,12 +19,11 @@
 namespace fs = std::filesystem;
 using namespace fusionlm;
 
-namespace {
+namespace demo_test {
 
 const fs::path kDemo = fs::path(FUSIONLM_TEST_DATA) / ".." / ".." / "examples" / "shapes";
 const fs::path kSamples = fs::path(FUSIONLM_TEST_DATA) / "demo" / "samples";
 
-}  // namespace
 
 TEST(Demo, GreedyCaptionsEqualThePyTorchModel) {
     std::ifstream f(kDemo / "train" / "reference" / "samples_expected.json");
@@ -65,4 +64,9 @@ TEST(Demo, GreedyCaptionsEqualThePyTorchModel) {
     }
     EXPECT_EQ(exact, expected_exact);
     EXPECT_EQ(exact, reference.at("exact_captions").get<int>());
+    // The bar the demo model is held to: at least 22 of the 24 samples (drawn by another renderer of the
+    // spec) captioned exactly.
+    EXPECT_GE(exact, 22);
 }
+
+}  // namespace demo_test

@@ -17,7 +17,9 @@ from torch import nn
 from common import BatchBuilder, load_tokenizer, make_config
 from mllama import MllamaForConditionalGeneration
 from preprocess import fit_to_canvas, optimal_canvas
-from shapes_world import COLOUR_NAMES, SHAPES, random_example
+from shapes_world import COLOUR_NAMES, SHAPES, random_example, relation
+
+RELATIONS = ["left of", "right of", "above", "below"]
 
 
 def init_weights(model, std):
@@ -33,14 +35,17 @@ def init_weights(model, std):
 def patch_targets(scenes, vision_cfg):
     """Training-only auxiliary targets on the vision tokens (batch, tiles, tokens): the patch that
     holds a shape's centre gets its shape index, its colour index and the centre's position on the
-    canvas (in tiles); every other token has shape -100. Supervising the encoder's tokens directly
-    teaches it shapes and positions faster than the caption loss, which first has to learn where
-    to look."""
+    canvas (in tiles) and, in two-shape pictures, where it lies relative to the other shape (the
+    caption's relation when it is shape 1); every other token has shape -100. Supervising the
+    encoder's tokens directly teaches it shapes and positions faster than the caption loss, which
+    first has to learn where to look; the relation target makes the global layer compare the two
+    shapes, so the decoder reads the relation from the token of the shape it has just named."""
     tile, patch, max_tiles = vision_cfg["image_size"], vision_cfg["patch_size"], vision_cfg["max_num_tiles"]
     grid = tile // patch
     shape_t = torch.full((len(scenes), max_tiles, grid * grid + 1), -100, dtype=torch.long)
     colour_t = torch.full_like(shape_t, -100)
     pos_t = torch.zeros(shape_t.shape + (2,))
+    rel_t = torch.full_like(shape_t, -100)
     for b, sc in enumerate(scenes):
         w, h = sc["width"], sc["height"]
         ch, cw = optimal_canvas(h, w, max_tiles, tile)
@@ -53,7 +58,10 @@ def patch_targets(scenes, vision_cfg):
             shape_t[b, t, k] = SHAPES.index(it["shape"])
             colour_t[b, t, k] = COLOUR_NAMES.index(it["colour"])
             pos_t[b, t, k] = torch.tensor([x / tile, y / tile])
-    return shape_t, colour_t, pos_t
+            others = [o for o in sc["shapes"] if o is not it]
+            if others:
+                rel_t[b, t, k] = RELATIONS.index(relation(it, others[0]))
+    return shape_t, colour_t, pos_t, rel_t
 
 
 @torch.no_grad()
@@ -89,6 +97,8 @@ def main():
     ap.add_argument("--eval_n", type=int, default=60)
     ap.add_argument("--aux_weight", type=float, default=1.0, help="weight of the vision-token shape/colour loss")
     ap.add_argument("--pos_weight", type=float, default=1.0, help="weight of the centre-position part of it")
+    ap.add_argument("--rel_aux_weight", type=float, default=1.0,
+                    help="weight of the vision-token relation-to-the-other-shape part of it")
     ap.add_argument("--relation_weight", type=float, default=1.0,
                     help="weight of the caption loss on the relation tokens (left/right/above/below)")
     ap.add_argument("--init", default=None, help="start from this checkpoint's weights (continuing a run)")
@@ -111,7 +121,7 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     hidden = cfg["text_config"]["hidden_size"]
     # Auxiliary heads on the projected vision tokens; used for training only, not exported.
-    aux_heads = nn.Linear(hidden, len(SHAPES) + len(COLOUR_NAMES) + 2)
+    aux_heads = nn.Linear(hidden, len(SHAPES) + len(COLOUR_NAMES) + 2 + len(RELATIONS))
     params = list(model.named_parameters()) + [("aux." + n, p) for n, p in aux_heads.named_parameters()]
     decay = [p for n, p in params if p.dim() >= 2]
     no_decay = [p for n, p in params if p.dim() < 2]
@@ -149,13 +159,16 @@ def main():
         if args.relation_weight != 1.0:
             w = w * torch.where(torch.isin(flat, torch.tensor(rel_ids)), args.relation_weight, 1.0)
         loss = (tok_loss * w).sum() / (flat != -100).sum()
-        shape_t, colour_t, pos_t = patch_targets([e[2] for e in examples], cfg["vision_config"])
+        shape_t, colour_t, pos_t, rel_t = patch_targets([e[2] for e in examples], cfg["vision_config"])
         centre = shape_t >= 0
         aux = aux_heads(proj[:, 0][centre])
         n_s, n_c = len(SHAPES), len(COLOUR_NAMES)
         aux_loss = (nn.functional.cross_entropy(aux[:, :n_s], shape_t[centre])
                     + nn.functional.cross_entropy(aux[:, n_s:n_s + n_c], colour_t[centre])
-                    + args.pos_weight * nn.functional.mse_loss(aux[:, n_s + n_c:], pos_t[centre]))
+                    + args.pos_weight * nn.functional.mse_loss(aux[:, n_s + n_c:n_s + n_c + 2], pos_t[centre]))
+        if (rel_t[centre] >= 0).any():
+            aux_loss = aux_loss + args.rel_aux_weight * nn.functional.cross_entropy(
+                aux[:, n_s + n_c + 2:], rel_t[centre], ignore_index=-100)
         caption_loss = loss.item()
         loss = loss + args.aux_weight * aux_loss
         opt.zero_grad(set_to_none=True)
