@@ -27,10 +27,11 @@
 #include "test_io_util.hpp"
 
 using namespace fusionlm;
-using namespace fusionlm::io_test;
 namespace fs = std::filesystem;
 
-namespace {
+namespace llava_test {
+
+using namespace fusionlm::io_test;
 
 const fs::path kCase = fs::path(FUSIONLM_TEST_DATA) / "golden" / "llava_tiny";
 
@@ -57,7 +58,6 @@ double rel_error(const RowMatrix& got, const RowMatrix& exp) {
     return double((got - exp).cwiseAbs().maxCoeff() / exp.cwiseAbs().maxCoeff());
 }
 
-}  // namespace
 
 class LlavaCase : public ::testing::TestWithParam<const char*> {};
 
@@ -166,3 +166,5 @@ TEST(LlavaPrompt, MarkersMustMatchImages) {
     EXPECT_EQ(other.decoder.length(), 0);
     EXPECT_LE(rel_error(model.forward(pool, other, g.tokens(), Logits::All), g.logits()), 1e-4);
 }
+
+}  // namespace llava_test

@@ -25,7 +25,7 @@
 using namespace fusionlm;
 namespace fs = std::filesystem;
 
-namespace {
+namespace mllama_test {
 
 const fs::path kCase = fs::path(FUSIONLM_TEST_DATA) / "golden" / "mllama_tiny";
 
@@ -70,7 +70,6 @@ double rel_error_real(const RowMatrix& got, const TensorView& exp, const std::ve
     return diff / scale;
 }
 
-}  // namespace
 
 TEST(MllamaText, MatchesGoldenGivenReferenceVisionOutput) {
     const Golden g;
@@ -296,3 +295,5 @@ TEST(MllamaModel, Bf16WeightsMatchTheirF32Widening) {
     }
     EXPECT_LE(diff / scale, 1e-5);
 }
+
+}  // namespace mllama_test

@@ -12,7 +12,7 @@
 
 #include "fusionlm/text_model/moe.hpp"
 
-namespace {
+namespace moe_test {
 
 using namespace fusionlm;
 
@@ -297,4 +297,4 @@ TEST(DenseOrMoeMlp, DispatchesToEitherBlock) {
         EXPECT_LE((ys.row(t) - p.row(t).maxCoeff() * expect.row(t)).cwiseAbs().maxCoeff(), 1e-5f);
 }
 
-}  // namespace
+}  // namespace moe_test

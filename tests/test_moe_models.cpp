@@ -25,7 +25,7 @@
 #include "fusionlm/models/qwen2_moe.hpp"
 #include "fusionlm/text_model/moe.hpp"
 
-namespace {
+namespace moe_models_test {
 
 using namespace fusionlm;
 namespace fs = std::filesystem;
@@ -334,4 +334,4 @@ INSTANTIATE_TEST_SUITE_P(Cases, MoeCase,
                              return n;
                          });
 
-}  // namespace
+}  // namespace moe_models_test

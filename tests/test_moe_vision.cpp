@@ -26,7 +26,7 @@
 #include "fusionlm/models/mllama.hpp"
 #include "fusionlm/text_model/moe.hpp"
 
-namespace {
+namespace moe_vision_test {
 
 using namespace fusionlm;
 namespace fs = std::filesystem;
@@ -163,4 +163,4 @@ TEST(MoeComposition, LlavaWithMoeBlocksMatchesDenseReference) {
     EXPECT_EQ(std::int64_t(trace.router_logits.size()), model.decoder().config().num_layers);
 }
 
-}  // namespace
+}  // namespace moe_vision_test

@@ -19,7 +19,7 @@
 namespace fs = std::filesystem;
 using namespace fusionlm;
 
-namespace {
+namespace vision_clip_test {
 
 const fs::path kGolden = fs::path(FUSIONLM_TEST_DATA) / "golden" / "llava_tiny";
 const std::string kPrefix = "vision_tower.vision_model.";
@@ -261,4 +261,4 @@ TEST(VisionClip, HeldOutShapeBf16MatchesScalarReference) {
     fs::remove_all(dir);
 }
 
-}  // namespace
+}  // namespace vision_clip_test

@@ -20,7 +20,7 @@
 namespace fs = std::filesystem;
 using namespace fusionlm;
 
-namespace {
+namespace vision_mllama_test {
 
 const fs::path kGolden = fs::path(FUSIONLM_TEST_DATA) / "golden" / "mllama_tiny";
 
@@ -448,4 +448,4 @@ TEST(VisionMllama, RejectsBadInputsAndConfigs) {
     fs::remove_all(dir);
 }
 
-}  // namespace
+}  // namespace vision_mllama_test
