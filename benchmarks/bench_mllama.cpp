@@ -11,7 +11,6 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -23,66 +22,12 @@
 #include "fusionlm/core/threads.hpp"
 #include "fusionlm/generate.hpp"
 #include "fusionlm/io/config.hpp"
+#include "fusionlm/io/random_weights.hpp"
 #include "fusionlm/models/mllama.hpp"
 
 namespace {
 
 using namespace fusionlm;
-
-// Random weights in memory, bound through the same code as a checkpoint. Vision weights share one
-// buffer per shape; text weights get their own memory, in bf16 or f32.
-class RandomWeights {
-public:
-    explicit RandomWeights(DType text_dtype) : text_dtype_(text_dtype) {}
-
-    TensorView require(const std::string& name, const Shape& shape) {
-        const std::size_t n = std::size_t(numel(shape));
-        const float scale = 1.0f / std::sqrt(float(shape.back()));
-        if (name.starts_with("vision_model.")) {
-            std::vector<float>& buf = shared_[numel(shape)];
-            if (buf.empty()) fill(buf, n, scale);
-            return TensorView{name, DType::F32, shape, reinterpret_cast<const std::byte*>(buf.data())};
-        }
-        std::vector<float> f;
-        fill(f, n, scale);
-        if (text_dtype_ == DType::BF16) {
-            auto& h = bf16_.emplace_back(n);
-            f32_to_bf16(f.data(), h.data(), n);
-            return TensorView{name, DType::BF16, shape, reinterpret_cast<const std::byte*>(h.data())};
-        }
-        auto& own = f32_.emplace_back(std::move(f));
-        return TensorView{name, DType::F32, shape, reinterpret_cast<const std::byte*>(own.data())};
-    }
-    std::vector<float> require_f32(const std::string& name, const Shape& shape) {
-        std::vector<float> v;
-        // Norm weights near 1, gates and biases small.
-        const bool norm = name.find("norm") != std::string::npos;
-        fill(v, std::size_t(numel(shape)), norm ? 0.05f : 0.1f);
-        if (norm)
-            for (float& x : v) x += 1.0f;
-        return v;
-    }
-    void mark_used(const std::string&) {}
-    void finish() const {}
-
-private:
-    // A cheap generator: billions of values must not take minutes.
-    void fill(std::vector<float>& v, std::size_t n, float scale) {
-        v.resize(n);
-        for (float& x : v) {
-            state_ ^= state_ << 13;
-            state_ ^= state_ >> 7;
-            state_ ^= state_ << 17;
-            x = scale * (float(state_ >> 40) * 0x1p-24f * 2.0f - 1.0f) * 1.7320508f;  // unit variance
-        }
-    }
-
-    DType text_dtype_;
-    std::uint64_t state_ = 0x9e3779b97f4a7c15ull;
-    std::map<std::int64_t, std::vector<float>> shared_;
-    std::vector<std::vector<std::uint16_t>> bf16_;
-    std::vector<std::vector<float>> f32_;
-};
 
 struct Setup {
     MllamaConfig config;
@@ -156,7 +101,8 @@ struct Bench {
     std::vector<std::int64_t> cross_mask;
 
     explicit Bench(Setup s) : setup(std::move(s)) {
-        weights = std::make_shared<RandomWeights>(setup.text_dtype);
+        // The vision tower is compute-bound: one shared f32 buffer per weight shape is enough.
+        weights = std::make_shared<RandomWeights>(RandomWeightsOptions{setup.text_dtype, "vision_model."});
         model = std::make_unique<MllamaModel>(bind_mllama(*weights, setup.config, weights));
         const auto& v = setup.config.vision_config;
         const std::int64_t T = v.max_num_tiles;

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "fusionlm/core/tensor.hpp"
 #include "fusionlm/core/threads.hpp"
 #include "fusionlm/io/config.hpp"
+#include "fusionlm/io/random_weights.hpp"
 #include "fusionlm/vision/clip_vit.hpp"
 #include "fusionlm/vision/tiled_vit.hpp"
 #include "probe.hpp"
@@ -25,33 +25,13 @@ namespace {
 
 using namespace fusionlm;
 
-// Binds random weights held in memory. Every weight of one size shares one buffer, so a 24-layer
-// tower costs one layer's memory (the products are the same; each layer's weights are far larger
-// than the caches either way).
-class RandomWeights {
-public:
-    TensorView require(const std::string& name, const Shape& shape) {
-        std::vector<float>& buf = buffers_[numel(shape)];
-        if (buf.empty()) {
-            buf.resize(std::size_t(numel(shape)));
-            const float scale = 1.0f / std::sqrt(float(shape.back()));
-            for (float& x : buf) x = scale * normal_(rng_);
-        }
-        return TensorView{name, DType::F32, shape, reinterpret_cast<const std::byte*>(buf.data())};
-    }
-    std::vector<float> require_f32(const std::string&, const Shape& shape) {
-        std::vector<float> v(std::size_t(numel(shape)));
-        for (float& x : v) x = 0.1f * normal_(rng_);
-        return v;
-    }
-    void mark_used(const std::string&) {}
-    void ignore_prefix(const std::string&) {}
-
-private:
-    std::map<std::int64_t, std::vector<float>> buffers_;
-    std::mt19937 rng_{42};
-    std::normal_distribution<float> normal_{0.0f, 1.0f};
-};
+// Every weight of one size shares one buffer, so a 24-layer tower costs one layer's memory (the
+// products are the same; each layer's weights are far larger than the caches either way).
+RandomWeightsOptions shared_weights() {
+    RandomWeightsOptions o;
+    o.shared_prefix = "";
+    return o;
+}
 
 // Times `encode` on wall-clock time (the pool's other thread does half the work) and reports
 // GFLOPS and its fraction of the machine's measured fp32 FMA peak at that thread count.
@@ -90,7 +70,7 @@ void BM_ClipViT_L14_336(benchmark::State& state) {
     c.num_channels = 3;
     c.hidden_act = "quick_gelu";
     c.layer_norm_eps = 1e-5;
-    RandomWeights w;
+    RandomWeights w(shared_weights());
     const ClipViT vit = ClipViT::bind(w, c, "vision_model.");
     const std::vector<float> pixels = random_pixels(std::size_t(3 * 336 * 336));
     const int threads = int(state.range(0));
@@ -116,7 +96,7 @@ void BM_TiledViT_448(benchmark::State& state) {
     c.hidden_act = "gelu";
     c.norm_eps = 1e-5;
     c.supported_aspect_ratios = {{1, 1}};
-    RandomWeights w;
+    RandomWeights w(shared_weights());
     const TiledViT vit = TiledViT::bind(w, c, "vision_model.");
     const std::vector<float> pixels = random_pixels(std::size_t(3 * 448 * 448));
     const std::vector<std::int64_t> mask{1};

@@ -26,6 +26,7 @@
 #include "../io/checkpoint.hpp"
 #include "../io/config.hpp"
 #include "../io/weights.hpp"
+#include "../ops/activation.hpp"
 #include "../text_model/decoder.hpp"
 #include "../text_model/mlp.hpp"
 #include "../vision/tiled_vit.hpp"
@@ -91,6 +92,27 @@ inline std::vector<std::int64_t> mllama_cross_layers(const MllamaTextConfig& t) 
 
 }  // namespace detail
 
+// One Mllama cross-attention layer; prefix ends with the layer's dot: "language_model.model.layers.3.".
+template <class Binder>
+CrossAttentionLayer bind_cross_attention_layer(Binder& w, const std::string& prefix, const AttentionShape& shape,
+                                               std::int64_t intermediate, Activation act) {
+    const std::int64_t H = shape.hidden_size;
+    const std::string a = prefix + "cross_attn.";
+    return CrossAttentionLayer{
+        w.require_f32(prefix + "input_layernorm.weight", {H}),
+        bind_linear(w, a + "q_proj", shape.q_dim(), H),
+        bind_linear(w, a + "k_proj", shape.kv_dim(), H),
+        bind_linear(w, a + "v_proj", shape.kv_dim(), H),
+        bind_linear(w, a + "o_proj", H, shape.q_dim()),
+        w.require_f32(a + "q_norm.weight", {shape.head_dim}),
+        w.require_f32(a + "k_norm.weight", {shape.head_dim}),
+        w.require_f32(prefix + "cross_attn_attn_gate", {1}).at(0),
+        w.require_f32(prefix + "post_attention_layernorm.weight", {H}),
+        w.require_f32(prefix + "cross_attn_mlp_gate", {1}).at(0),
+        bind_dense_mlp(w, prefix + "mlp.", H, intermediate, act),
+    };
+}
+
 // Binds every parameter; w.finish() throws one ShapeError listing all missing / mis-shaped / unexpected
 // tensors. weights: what owns the memory the bound views point into (kept alive by the model).
 template <class Binder>
@@ -115,20 +137,7 @@ MllamaModel bind_mllama(Binder& w, const MllamaConfig& config, std::shared_ptr<c
             layers[std::size_t(i)] = bind_dense_layer(w, p, shape, I, act);
             continue;
         }
-        const std::string a = p + "cross_attn.";
-        cross_layers.push_back(CrossAttentionLayer{
-            w.require_f32(p + "input_layernorm.weight", {H}),
-            bind_linear(w, a + "q_proj", shape.q_dim(), H),
-            bind_linear(w, a + "k_proj", shape.kv_dim(), H),
-            bind_linear(w, a + "v_proj", shape.kv_dim(), H),
-            bind_linear(w, a + "o_proj", H, shape.q_dim()),
-            w.require_f32(a + "q_norm.weight", {shape.head_dim}),
-            w.require_f32(a + "k_norm.weight", {shape.head_dim}),
-            w.require_f32(p + "cross_attn_attn_gate", {1}).at(0),
-            w.require_f32(p + "post_attention_layernorm.weight", {H}),
-            w.require_f32(p + "cross_attn_mlp_gate", {1}).at(0),
-            bind_dense_mlp(w, p + "mlp.", H, I, act),
-        });
+        cross_layers.push_back(bind_cross_attention_layer(w, p, shape, I, act));
     }
     // The embedding table carries 8 extra rows past the vocabulary (the image token lives there).
     const TensorView embed = w.require(lm + "embed_tokens.weight", {t.vocab_size + 8, H});
