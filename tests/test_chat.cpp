@@ -18,7 +18,7 @@
 
 #include "test_tokenizer_util.hpp"
 
-namespace {
+namespace chat_test {
 
 using namespace fusionlm;
 
@@ -197,4 +197,4 @@ TEST(CrossAttentionMask, MatchesGoldenMllamaTiny) {
     }
 }
 
-}  // namespace
+}  // namespace chat_test

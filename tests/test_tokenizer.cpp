@@ -11,7 +11,7 @@
 
 #include "test_tokenizer_util.hpp"
 
-namespace {
+namespace tokenizer_test {
 
 using fusionlm::TokenId;
 using fusionlm::Tokenizer;
@@ -172,4 +172,4 @@ TEST(Tokenizer, LoadErrorsAreTyped) {
                  fusionlm::UnsupportedError);
 }
 
-}  // namespace
+}  // namespace tokenizer_test

@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace {
+namespace tokenizer_cli_test {
 
 namespace fs = std::filesystem;
 
@@ -120,4 +120,4 @@ TEST_F(TokenizeCli, ErrorsExitTwoWithOneLine) {
     EXPECT_EQ(bad_flag.exit_code, 2);
 }
 
-}  // namespace
+}  // namespace tokenizer_cli_test

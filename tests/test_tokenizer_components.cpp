@@ -11,7 +11,7 @@
 #include <fusionlm/text/normalize.hpp>
 #include <fusionlm/text/tokenizer.hpp>
 
-namespace {
+namespace tokenizer_components_test {
 
 using namespace fusionlm;
 using nlohmann::json;
@@ -235,4 +235,4 @@ TEST(Components, UnsupportedPiecesAreNamed) {
                  UnsupportedError);
 }
 
-}  // namespace
+}  // namespace tokenizer_components_test
