@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,9 +87,15 @@ inline std::string quote(const std::string& s) {
     return q + "'";
 }
 
-inline CliResult run_cli(const std::filesystem::path& binary, const std::string& args, const TempDir& tmp) {
-    const auto out = tmp / "stdout.txt", err = tmp / "stderr.txt";
-    const std::string cmd = quote(binary.string()) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
+// stdin_text, when given, is the tool's standard input.
+inline CliResult run_cli(const std::filesystem::path& binary, const std::string& args, const TempDir& tmp,
+                         const std::optional<std::string>& stdin_text = std::nullopt) {
+    const auto out = tmp / "stdout.txt", err = tmp / "stderr.txt", in = tmp / "stdin.txt";
+    std::string cmd = quote(binary.string()) + " " + args + " >" + quote(out.string()) + " 2>" + quote(err.string());
+    if (stdin_text) {
+        write_bytes(in, *stdin_text);
+        cmd += " <" + quote(in.string());
+    }
     const int status = std::system(cmd.c_str());
     CliResult r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
