@@ -576,4 +576,16 @@ inline ModelConfig load_config(const std::filesystem::path& path) {
     return parse_config(j, file.string());
 }
 
+// The config of one family from a checkpoint folder's config.json, or UnsupportedError naming the
+// model_type the folder has. family: the model_type the caller expects, for the message.
+template <class FamilyConfig>
+FamilyConfig load_family_config(const std::filesystem::path& dir, std::string_view family) {
+    const ModelConfig config = load_config(dir / "config.json");
+    const auto* c = std::get_if<FamilyConfig>(&config.family);
+    if (!c)
+        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type + "' is not " +
+                               std::string(family));
+    return *c;
+}
+
 }  // namespace fusionlm

@@ -4,7 +4,6 @@
 #include <filesystem>
 #include <memory>
 #include <utility>
-#include <variant>
 
 #include "../core/error.hpp"
 #include "../io/checkpoint.hpp"
@@ -28,13 +27,9 @@ inline LlamaModel bind_llama(WeightBinder& w, const LlamaConfig& c) {
 
 // Loads config.json and the safetensors checkpoint of a Hugging Face Llama folder.
 inline LlamaModel load_llama(const std::filesystem::path& dir) {
-    const ModelConfig config = load_config(dir / "config.json");
-    const auto* llama = std::get_if<LlamaConfig>(&config.family);
-    if (!llama)
-        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not llama");
+    const LlamaConfig config = load_family_config<LlamaConfig>(dir, "llama");
     WeightBinder w(Checkpoint::open(dir));
-    return bind_llama(w, *llama);
+    return bind_llama(w, config);
 }
 
 }  // namespace fusionlm

@@ -12,7 +12,6 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -55,13 +54,9 @@ inline LlavaModel bind_llava(WeightBinder& w, const LlavaConfig& c) {
 
 // Loads config.json and the safetensors checkpoint of a Hugging Face LLaVA folder.
 inline LlavaModel load_llava(const std::filesystem::path& dir) {
-    const ModelConfig config = load_config(dir / "config.json");
-    const auto* llava = std::get_if<LlavaConfig>(&config.family);
-    if (!llava)
-        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not llava");
+    const LlavaConfig config = load_family_config<LlavaConfig>(dir, "llava");
     WeightBinder w(Checkpoint::open(dir));
-    return bind_llava(w, *llava);
+    return bind_llava(w, config);
 }
 
 }  // namespace fusionlm

@@ -16,7 +16,6 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -67,13 +66,9 @@ inline MixtralModel bind_mixtral(WeightBinder& w, const MixtralConfig& c) {
 
 // Loads config.json and the safetensors checkpoint of a Hugging Face Mixtral folder.
 inline MixtralModel load_mixtral(const std::filesystem::path& dir) {
-    const ModelConfig config = load_config(dir / "config.json");
-    const auto* mixtral = std::get_if<MixtralConfig>(&config.family);
-    if (!mixtral)
-        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not mixtral");
+    const MixtralConfig config = load_family_config<MixtralConfig>(dir, "mixtral");
     WeightBinder w(Checkpoint::open(dir));
-    return bind_mixtral(w, *mixtral);
+    return bind_mixtral(w, config);
 }
 
 }  // namespace fusionlm

@@ -15,7 +15,6 @@
 #include <span>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -159,13 +158,9 @@ inline MllamaModel bind_mllama(WeightBinder& w, const MllamaConfig& config) {
 
 // Loads config.json and the safetensors checkpoint of a Hugging Face Mllama folder.
 inline MllamaModel load_mllama(const std::filesystem::path& dir) {
-    const ModelConfig config = load_config(dir / "config.json");
-    const auto* mllama = std::get_if<MllamaConfig>(&config.family);
-    if (!mllama)
-        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not mllama");
+    const MllamaConfig config = load_family_config<MllamaConfig>(dir, "mllama");
     WeightBinder w(Checkpoint::open(dir));
-    return bind_mllama(w, *mllama);
+    return bind_mllama(w, config);
 }
 
 }  // namespace fusionlm

@@ -18,7 +18,6 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -75,13 +74,9 @@ inline OlmoeModel bind_olmoe(WeightBinder& w, const OlmoeConfig& c) {
 
 // Loads config.json and the safetensors checkpoint of a Hugging Face OLMoE folder.
 inline OlmoeModel load_olmoe(const std::filesystem::path& dir) {
-    const ModelConfig config = load_config(dir / "config.json");
-    const auto* olmoe = std::get_if<OlmoeConfig>(&config.family);
-    if (!olmoe)
-        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not olmoe");
+    const OlmoeConfig config = load_family_config<OlmoeConfig>(dir, "olmoe");
     WeightBinder w(Checkpoint::open(dir));
-    return bind_olmoe(w, *olmoe);
+    return bind_olmoe(w, config);
 }
 
 }  // namespace fusionlm

@@ -22,7 +22,6 @@
 #include <optional>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -87,13 +86,9 @@ inline Qwen2MoeModel bind_qwen2_moe(WeightBinder& w, const Qwen2MoeConfig& c) {
 
 // Loads config.json and the safetensors checkpoint of a Hugging Face Qwen2-MoE folder.
 inline Qwen2MoeModel load_qwen2_moe(const std::filesystem::path& dir) {
-    const ModelConfig config = load_config(dir / "config.json");
-    const auto* qwen = std::get_if<Qwen2MoeConfig>(&config.family);
-    if (!qwen)
-        throw UnsupportedError((dir / "config.json").string() + ": model_type '" + config.model_type +
-                               "' is not qwen2_moe");
+    const Qwen2MoeConfig config = load_family_config<Qwen2MoeConfig>(dir, "qwen2_moe");
     WeightBinder w(Checkpoint::open(dir));
-    return bind_qwen2_moe(w, *qwen);
+    return bind_qwen2_moe(w, config);
 }
 
 }  // namespace fusionlm
