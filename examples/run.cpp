@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <algorithm>
 #include <filesystem>
@@ -118,6 +119,27 @@ std::vector<ContentPart> user_content(const std::string& prompt, std::size_t ima
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// The checkpoint is memory-mapped, so its bytes are read when first touched. Touching one byte per page
+// here does the reading up front, behind a progress bar on a terminal, instead of inside the first token.
+void read_weights(const Checkpoint& checkpoint, bool progress) {
+    std::size_t total = 0, done = 0;
+    for (const TensorView* t : checkpoint.tensors()) total += t->nbytes();
+    volatile std::uint8_t sink = 0;
+    int shown = -1;
+    for (const TensorView* t : checkpoint.tensors()) {
+        const auto* bytes = reinterpret_cast<const std::uint8_t*>(t->data);
+        for (std::size_t at = 0; at < t->nbytes(); at += 4096) sink = std::uint8_t(sink ^ bytes[at]);
+        done += t->nbytes();
+        const int percent = total ? int(100 * done / total) : 100;
+        if (progress && percent != shown) {
+            shown = percent;
+            const std::string bar = std::string(std::size_t(percent / 4), '#') + std::string(std::size_t(25 - percent / 4), ' ');
+            std::fprintf(stderr, "\rloading weights [%s] %3d%%", bar.c_str(), percent);
+        }
+    }
+    if (progress) std::fputs("\n", stderr);
+}
+
 // What every family shares: the tokenizer, the chat template and the stop tokens of the checkpoint.
 struct Conversation {
     Tokenizer tokenizer;
@@ -212,13 +234,12 @@ int run(const Args& args) {
     const auto t_load = Clock::now();
     const ModelConfig config = load_config(args.model_dir / "config.json");
     const bool progress = isatty(2) && !args.json;
-    if (progress) std::fputs("loading weights...", stderr);
     WeightBinder binder(Checkpoint::open(args.model_dir));
+    read_weights(binder.checkpoint(), progress);
     ThreadPool pool(args.threads);
 
     if (const auto* mllama = std::get_if<MllamaConfig>(&config.family)) {
         const MllamaModel model = bind_mllama(binder, *mllama);
-        if (progress) std::fputs(" done\n", stderr);
         const Conversation conv =
             open_conversation(args, mllama->text_config.eos_token_id, mllama->text_config.max_position_embeddings, t_load);
         const std::vector<std::int64_t> ids = conv.prompt_ids(args, "<|image|>");
@@ -232,7 +253,6 @@ int run(const Args& args) {
     }
     if (const auto* llava = std::get_if<LlavaConfig>(&config.family)) {
         const LlavaModel model = bind_llava(binder, *llava);
-        if (progress) std::fputs(" done\n", stderr);
         const Conversation conv =
             open_conversation(args, llava->text_config.eos_token_id, llava->text_config.max_position_embeddings, t_load);
         auto session = model.new_session(1);
@@ -247,7 +267,6 @@ int run(const Args& args) {
     if (const auto* llama = std::get_if<LlamaConfig>(&config.family)) {
         if (!args.images.empty()) throw InputError("--image: model_type 'llama' is a text-only model");
         const LlamaModel model = bind_llama(binder, *llama);
-        if (progress) std::fputs(" done\n", stderr);
         const Conversation conv = open_conversation(args, llama->eos_token_id, llama->max_position_embeddings, t_load);
         auto session = model.new_session(1);
         return generate_text(args, pool, model, session, conv.prompt_ids(args, "<image>"), conv, 0.0);
