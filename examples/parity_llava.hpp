@@ -53,23 +53,25 @@ inline TokenMask run_llava_case(const Case& c, const LlavaConfig& config, Thread
                              std::to_string(next));
         model.attach_images(pool, session, images, tokens.batch_view());
 
-        // Every CLIP hidden state (the tower itself stops at vision_feature_layer) and the selected features.
+        // One more pass of the tower per image, past vision_feature_layer when the reference wants every
+        // CLIP hidden state; the selected features are the state at that layer without the dropped rows.
+        const bool want_states = c.wants("vision_hidden_states.0");
+        const std::int64_t selected_layer = vit.output_layer();
+        const Eigen::Index skip = vit.tokens() - per_image;  // the class token under strategy "default"
         std::vector<std::vector<float>> states;
+        std::vector<float> selected;
         std::int64_t state_rows = 0, state_cols = 0;
         const VisionObserver observer = [&](std::string_view, std::int64_t index, const Eigen::Ref<const RowMatrix>& s) {
+            if (index == selected_layer) selected.insert(selected.end(), s.data() + skip * s.cols(), s.data() + s.size());
+            if (!want_states) return;
             if (std::int64_t(states.size()) <= index) states.resize(std::size_t(index + 1));
             states[std::size_t(index)].insert(states[std::size_t(index)].end(), s.data(), s.data() + s.size());
             state_rows = s.rows();
             state_cols = s.cols();
         };
-        std::vector<float> selected;
-        const Eigen::Index skip = vit.tokens() - per_image;  // the class token under strategy "default"
-        for (std::int64_t n = 0; n < N; ++n) {
-            const auto image = all.subspan(std::size_t(n) * image_floats, image_floats);
-            const RowMatrix h = vit.hidden_state(pool, image, -1, c.wants("vision_hidden_states.0") ? observer : VisionObserver{});
-            const RowMatrix f = vit.hidden_state(pool, image, vit.output_layer()).bottomRows(h.rows() - skip);
-            selected.insert(selected.end(), f.data(), f.data() + f.size());
-        }
+        for (std::int64_t n = 0; n < N; ++n)
+            vit.hidden_state(pool, all.subspan(std::size_t(n) * image_floats, image_floats),
+                             want_states ? -1 : selected_layer, observer);
         for (std::size_t i = 0; i < states.size(); ++i)
             out.add_f32("vision_hidden_states." + std::to_string(i), {N, state_rows, state_cols}, states[i]);
         out.add_f32("image_features_selected", {N, per_image, vit.hidden_size()}, selected);
