@@ -22,47 +22,48 @@
 
 namespace fusionlm {
 
-// LlamaConfig; also the text config of LLaVA.
-struct LlamaConfig {
-    std::string model_type = "llama";
-    std::int64_t vocab_size = 32000;
-    std::int64_t hidden_size = 4096;
-    std::int64_t intermediate_size = 11008;
-    std::int64_t num_hidden_layers = 32;
-    std::int64_t num_attention_heads = 32;
+// The config.json fields every Llama-style decoder family shares. Each family's struct below sets the
+// defaults of its own transformers configuration class.
+struct LlamaStyleConfig {
+    std::int64_t vocab_size = 0;
+    std::int64_t hidden_size = 0;
+    std::int64_t intermediate_size = 0;  // per expert in the MoE families that have no other MLP
+    std::int64_t num_hidden_layers = 0;
+    std::int64_t num_attention_heads = 0;
     std::int64_t num_key_value_heads = 0;  // absent or null: num_attention_heads
     std::int64_t head_dim = 0;             // absent or null: hidden_size / num_attention_heads
     std::string hidden_act = "silu";
-    std::int64_t max_position_embeddings = 2048;
+    std::int64_t max_position_embeddings = 0;
     double rms_norm_eps = 1e-6;
     double rope_theta = 10000.0;
-    std::optional<RopeScaling> rope_scaling;
+    std::optional<RopeScaling> rope_scaling = std::nullopt;
     bool tie_word_embeddings = false;
-    bool attention_bias = false;
-    bool mlp_bias = false;
-    std::optional<std::int64_t> bos_token_id = 1;
-    std::vector<std::int64_t> eos_token_id = {2};  // an int or a list in the JSON
-    std::optional<std::int64_t> pad_token_id;
+    std::optional<std::int64_t> bos_token_id = std::nullopt;
+    std::vector<std::int64_t> eos_token_id = {};  // an int or a list in the JSON
+    std::optional<std::int64_t> pad_token_id = std::nullopt;
 };
 
-struct MllamaTextConfig {
-    std::int64_t vocab_size = 128256;
-    std::int64_t hidden_size = 4096;
-    std::int64_t intermediate_size = 14336;
-    std::int64_t num_hidden_layers = 40;
-    std::int64_t num_attention_heads = 32;
-    std::int64_t num_key_value_heads = 8;
-    std::int64_t head_dim = 0;  // not a Mllama key; always hidden_size / num_attention_heads
-    std::string hidden_act = "silu";
-    std::int64_t max_position_embeddings = 131072;
-    double rms_norm_eps = 1e-5;
-    double rope_theta = 500000.0;
-    std::optional<RopeScaling> rope_scaling;
-    bool tie_word_embeddings = false;
+// LlamaConfig; also the text config of LLaVA.
+struct LlamaConfig : LlamaStyleConfig {
+    std::string model_type = "llama";
+    bool attention_bias = false;
+    bool mlp_bias = false;
+
+    LlamaConfig()
+        : LlamaStyleConfig{.vocab_size = 32000, .hidden_size = 4096, .intermediate_size = 11008,
+                           .num_hidden_layers = 32, .num_attention_heads = 32, .max_position_embeddings = 2048,
+                           .rms_norm_eps = 1e-6, .bos_token_id = 1, .eos_token_id = {2}} {}
+};
+
+struct MllamaTextConfig : LlamaStyleConfig {
     std::vector<std::int64_t> cross_attention_layers = {3, 8, 13, 18, 23, 28, 33, 38};
-    std::optional<std::int64_t> bos_token_id = 128000;
-    std::vector<std::int64_t> eos_token_id = {128001};
-    std::optional<std::int64_t> pad_token_id = 128004;
+
+    // head_dim is not a Mllama key: always hidden_size / num_attention_heads.
+    MllamaTextConfig()
+        : LlamaStyleConfig{.vocab_size = 128256, .hidden_size = 4096, .intermediate_size = 14336,
+                           .num_hidden_layers = 40, .num_attention_heads = 32, .num_key_value_heads = 8,
+                           .max_position_embeddings = 131072, .rms_norm_eps = 1e-5, .rope_theta = 500000.0,
+                           .bos_token_id = 128000, .eos_token_id = {128001}, .pad_token_id = 128004} {}
 };
 
 struct MllamaVisionConfig {
@@ -116,42 +117,19 @@ struct LlavaConfig {
     bool multimodal_projector_bias = true;
 };
 
-struct MixtralConfig {
-    std::int64_t vocab_size = 32000;
-    std::int64_t hidden_size = 4096;
-    std::int64_t intermediate_size = 14336;  // per expert
-    std::int64_t num_hidden_layers = 32;
-    std::int64_t num_attention_heads = 32;
-    std::int64_t num_key_value_heads = 8;
-    std::int64_t head_dim = 0;  // absent or null: hidden_size / num_attention_heads
-    std::string hidden_act = "silu";
-    std::int64_t max_position_embeddings = 4096 * 32;
-    double rms_norm_eps = 1e-5;
-    double rope_theta = 1e6;
-    std::optional<RopeScaling> rope_scaling;
-    bool tie_word_embeddings = false;
+struct MixtralConfig : LlamaStyleConfig {
     std::optional<std::int64_t> sliding_window;
     std::int64_t num_local_experts = 8;
     std::int64_t num_experts_per_tok = 2;
-    std::optional<std::int64_t> bos_token_id = 1;
-    std::vector<std::int64_t> eos_token_id = {2};
-    std::optional<std::int64_t> pad_token_id;
+
+    MixtralConfig()
+        : LlamaStyleConfig{.vocab_size = 32000, .hidden_size = 4096, .intermediate_size = 14336,
+                           .num_hidden_layers = 32, .num_attention_heads = 32, .num_key_value_heads = 8,
+                           .max_position_embeddings = 4096 * 32, .rms_norm_eps = 1e-5, .rope_theta = 1e6,
+                           .bos_token_id = 1, .eos_token_id = {2}} {}
 };
 
-struct Qwen2MoeConfig {
-    std::int64_t vocab_size = 151936;
-    std::int64_t hidden_size = 2048;
-    std::int64_t intermediate_size = 5632;  // dense layers (mlp_only_layers, decoder_sparse_step)
-    std::int64_t num_hidden_layers = 24;
-    std::int64_t num_attention_heads = 16;
-    std::int64_t num_key_value_heads = 16;
-    std::int64_t head_dim = 0;  // absent or null: hidden_size / num_attention_heads
-    std::string hidden_act = "silu";
-    std::int64_t max_position_embeddings = 32768;
-    double rms_norm_eps = 1e-6;
-    double rope_theta = 10000.0;
-    std::optional<RopeScaling> rope_scaling;
-    bool tie_word_embeddings = false;
+struct Qwen2MoeConfig : LlamaStyleConfig {
     bool use_sliding_window = false;
     std::optional<std::int64_t> sliding_window = 4096;
     std::int64_t max_window_layers = 28;
@@ -162,9 +140,12 @@ struct Qwen2MoeConfig {
     std::int64_t num_experts = 60;
     bool norm_topk_prob = false;
     std::vector<std::int64_t> mlp_only_layers;
-    std::optional<std::int64_t> bos_token_id;
-    std::vector<std::int64_t> eos_token_id;
-    std::optional<std::int64_t> pad_token_id;
+
+    // intermediate_size sizes the dense layers (mlp_only_layers, decoder_sparse_step).
+    Qwen2MoeConfig()
+        : LlamaStyleConfig{.vocab_size = 151936, .hidden_size = 2048, .intermediate_size = 5632,
+                           .num_hidden_layers = 24, .num_attention_heads = 16, .num_key_value_heads = 16,
+                           .max_position_embeddings = 32768} {}
 
     // transformers: sparse unless listed in mlp_only_layers, and only every decoder_sparse_step-th layer.
     bool is_sparse_layer(std::int64_t layer) const {
@@ -173,28 +154,17 @@ struct Qwen2MoeConfig {
     }
 };
 
-struct OlmoeConfig {
-    std::int64_t vocab_size = 50304;
-    std::int64_t hidden_size = 2048;
-    std::int64_t intermediate_size = 2048;  // per expert
-    std::int64_t num_hidden_layers = 16;
-    std::int64_t num_attention_heads = 16;
-    std::int64_t num_key_value_heads = 0;  // absent or null: num_attention_heads
-    std::int64_t head_dim = 0;             // absent or null: hidden_size / num_attention_heads
-    std::string hidden_act = "silu";
-    std::int64_t max_position_embeddings = 4096;
-    double rms_norm_eps = 1e-5;
-    double rope_theta = 10000.0;
-    std::optional<RopeScaling> rope_scaling;
-    bool tie_word_embeddings = false;
+struct OlmoeConfig : LlamaStyleConfig {
     bool attention_bias = false;
     std::optional<double> clip_qkv;  // clamp q, k, v to [-clip_qkv, clip_qkv] when set
     std::int64_t num_experts = 64;
     std::int64_t num_experts_per_tok = 8;
     bool norm_topk_prob = false;
-    std::optional<std::int64_t> bos_token_id;
-    std::vector<std::int64_t> eos_token_id = {50279};
-    std::optional<std::int64_t> pad_token_id = 1;
+
+    OlmoeConfig()
+        : LlamaStyleConfig{.vocab_size = 50304, .hidden_size = 2048, .intermediate_size = 2048,
+                           .num_hidden_layers = 16, .num_attention_heads = 16, .max_position_embeddings = 4096,
+                           .rms_norm_eps = 1e-5, .eos_token_id = {50279}, .pad_token_id = 1} {}
 };
 
 using FamilyConfig =
@@ -284,9 +254,8 @@ inline std::optional<RopeScaling> read_rope_scaling(const JsonFields& f) {
     return r;
 }
 
-// The fields every Llama-style decoder config shares; C's current values are the defaults.
-template <class C>
-void read_decoder(const JsonFields& f, C& c) {
+// The fields every Llama-style decoder config shares; c's current values are the defaults.
+inline void read_decoder(const JsonFields& f, LlamaStyleConfig& c) {
     c.vocab_size = size_field(f, "vocab_size", c.vocab_size);
     c.hidden_size = size_field(f, "hidden_size", c.hidden_size);
     c.intermediate_size = size_field(f, "intermediate_size", c.intermediate_size);
@@ -324,8 +293,8 @@ void read_decoder(const JsonFields& f, C& c) {
 
 // Attention + embedding weights of a decoder, and `mlp_per_layer` MLP weights per layer.
 // `mlp_key` names the field that sizes the MLP (intermediate_size, or the expert count for MoE).
-template <class C>
-void check_decoder_bytes(const JsonFields& f, const C& c, std::string_view mlp_key, double mlp_per_layer) {
+inline void check_decoder_bytes(const JsonFields& f, const LlamaStyleConfig& c, std::string_view mlp_key,
+                                double mlp_per_layer) {
     const double H = double(c.hidden_size), D = double(c.head_dim);
     const double attention = H * D * double(2 * c.num_attention_heads + 2 * c.num_key_value_heads);
     const double embeddings = 2.0 * double(c.vocab_size) * H;  // embed_tokens + lm_head
