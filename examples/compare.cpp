@@ -1,19 +1,14 @@
 // fusionlm-compare: the two ways of feeding images to a decoder, on equal footing, with random weights.
-// One CLIP ViT and one Llama decoder (same config, same self-attention weights); only the fusion differs:
-//   cross_attention: FusionModel<ClipViT, GatedCrossAttention, Decoder<Mlp>>: one Mllama-style
-//                    cross-attention layer (q/k/v/o, q_norm/k_norm, tanh gates, MLP) after every 4
-//                    self-attention layers; each image is one (image, tile) entry of the mask and takes
-//                    one marker token in the prompt; its K/V are computed once, at attach.
-//   early_fusion:    FusionModel<ClipViT, EarlyFusion<MlpProjector>, Decoder<Mlp>>: LLaVA-style, each
-//                    image's features (class token dropped) spliced at its image tokens in the prompt.
-// Each with Mlp = DenseMlp and MoeMlp (8 experts, top-2, expert intermediate = MLP / 2, so a token's
-// active MLP parameters equal the dense MLP's). Swept over images per prompt, image size, text prompt
-// length and generated tokens; per configuration: vision encode, fusion attach, prefill and decode
-// times (medians over --repeats fresh sessions; decode tokens/s from the median step, which a shared
-// machine's preemptions disturb least), analytic prefill and decode FLOPs, and cache bytes. The vision
-// encode is the same computation for every strategy, so it runs once per image size and image count.
-// A run of G generated tokens is the first G tokens of the run for the largest G. Prints a table (or
-// --json) and writes an SVG plot (prefill seconds and decode tokens/s against images per prompt).
+// The models, the workload and the analytic costs come from models/fusion_comparison.hpp: one CLIP ViT
+// and one Llama decoder (same self-attention weights), composed as cross_attention (Mllama-style gated
+// cross-attention layers) and early_fusion (LLaVA-style image tokens), each with a dense MLP and an MoE
+// (8 experts, top-2, the same active parameters per token). Swept over images per prompt, image size,
+// text prompt length and generated tokens; per configuration: vision encode, fusion attach, prefill and
+// decode times (medians over --repeats fresh sessions; decode tokens/s from the median step, which a
+// shared machine's preemptions disturb least), analytic prefill and decode FLOPs, and cache bytes. The
+// vision encode is the same computation for every strategy, so it runs once per image size and image
+// count. A run of G generated tokens is the first G tokens of the run for the largest G. Prints a table
+// (or --json) and writes an SVG plot (prefill seconds and decode tokens/s against images per prompt).
 //   fusionlm-compare [-t THREADS] [--repeats N] [--json] [--svg FILE] [--tiny]
 //                    [--images LIST] [--sizes LIST] [--prompts LIST] [--gen LIST]
 // Errors: one line on stderr, exit 2.
@@ -31,21 +26,16 @@
 #include <span>
 #include <sstream>
 #include <string>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <fusionlm/core/error.hpp>
+#include <fusionlm/core/tensor.hpp>
 #include <fusionlm/core/threads.hpp>
 #include <fusionlm/fusion/cross_attention.hpp>
-#include <fusionlm/fusion/early_fusion.hpp>
-#include <fusionlm/fusion/mlp_projector.hpp>
-#include <fusionlm/fusion_model.hpp>
 #include <fusionlm/generate.hpp>
-#include <fusionlm/io/config.hpp>
 #include <fusionlm/io/random_weights.hpp>
-#include <fusionlm/models/llama.hpp>
-#include <fusionlm/models/mllama.hpp>
+#include <fusionlm/models/fusion_comparison.hpp>
 #include <fusionlm/text_model/decoder.hpp>
 #include <fusionlm/text_model/mlp.hpp>
 #include <fusionlm/text_model/moe.hpp>
@@ -59,46 +49,6 @@ using nlohmann::json;
 namespace {
 
 // ---------------------------------------------------------------- arguments
-
-struct Shapes {
-    ClipVisionConfig vision;  // image_size is set per sweep point
-    std::int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, intermediate = 0, vocab = 0;
-    std::int64_t experts = 8, top_k = 2;
-
-    std::int64_t head_dim() const { return hidden / heads; }
-    std::int64_t kv_dim() const { return kv_heads * head_dim(); }
-    std::int64_t expert_intermediate() const { return intermediate / top_k; }
-    // Mllama's layout: a cross-attention layer after every 4 self-attention layers (slots 3, 8, 13, ...).
-    std::vector<std::int64_t> cross_slots() const {
-        std::vector<std::int64_t> s;
-        for (std::int64_t k = 0; k < layers / 4; ++k) s.push_back(5 * k + 3);
-        return s;
-    }
-};
-
-// Vision: hidden, layers, heads (MLP 4x hidden, patch 14); text: hidden, layers, heads, KV heads, MLP, vocab.
-Shapes make_shapes(std::int64_t vision_hidden, std::int64_t vision_layers, std::int64_t vision_heads,
-                   std::int64_t hidden, std::int64_t layers, std::int64_t heads, std::int64_t kv_heads,
-                   std::int64_t intermediate, std::int64_t vocab) {
-    Shapes s;
-    s.vision.hidden_size = vision_hidden;
-    s.vision.intermediate_size = 4 * vision_hidden;
-    s.vision.num_attention_heads = vision_heads;
-    s.vision.num_hidden_layers = vision_layers;
-    s.vision.patch_size = 14;
-    s.hidden = hidden;
-    s.layers = layers;
-    s.heads = heads;
-    s.kv_heads = kv_heads;
-    s.intermediate = intermediate;
-    s.vocab = vocab;
-    return s;
-}
-
-Shapes default_shapes() { return make_shapes(384, 6, 6, 512, 8, 8, 2, 1536, 4096); }
-
-// For tests: the same structure at a size that runs the whole sweep in well under a second.
-Shapes tiny_shapes() { return make_shapes(32, 2, 2, 64, 4, 4, 2, 128, 256); }
 
 const char* kUsage =
     "usage: fusionlm-compare [-t THREADS] [--repeats N] [--json] [--svg FILE] [--tiny]\n"
@@ -157,101 +107,6 @@ Args parse_args(int argc, char** argv) {
     return a;
 }
 
-// ---------------------------------------------------------------- models
-
-template <class Mlp>
-using CrossModel = FusionModel<ClipViT, GatedCrossAttention, Decoder<Mlp>>;
-template <class Mlp>
-using EarlyModel = FusionModel<ClipViT, EarlyFusion<MlpProjector>, Decoder<Mlp>>;
-
-const std::string kText = "language_model.model.";
-
-// Everything but the vision tower and the early-fusion wrapper, bound once: both strategies and both
-// MLP kinds use the same self-attention layers, embedding, final norm and lm_head.
-struct TextParts {
-    DecoderConfig self_config, cross_config;
-    std::vector<DecoderLayer<DenseMlp>> dense;
-    std::vector<DecoderLayer<MoeMlp>> moe;  // the dense layers' attention and norms, MoE MLPs
-    TensorView embed;                        // [vocab + 8, hidden]: the image token (id vocab) lives past the vocabulary
-    std::vector<float> norm;
-    Linear lm_head;
-    Linear cross_projector;
-    std::vector<CrossAttentionLayer> cross_layers;
-    std::optional<MlpProjector> early_projector;
-};
-
-TextParts bind_text(RandomWeights& w, const Shapes& s) {
-    TextParts t;
-    DecoderConfig c;
-    c.hidden_size = s.hidden;
-    c.num_layers = s.layers;
-    c.num_heads = s.heads;
-    c.num_kv_heads = s.kv_heads;
-    c.head_dim = s.head_dim();
-    c.rope_theta = 500000.0;
-    t.self_config = c;
-    t.cross_config = c;
-    t.cross_config.num_layers = s.layers + std::int64_t(s.cross_slots().size());
-    const AttentionShape shape = c.attention();
-    const std::int64_t H = s.hidden, I = s.intermediate, V = s.vision.hidden_size;
-
-    for (std::int64_t i = 0; i < s.layers; ++i) {
-        const std::string p = kText + "layers." + std::to_string(i) + ".";
-        t.dense.push_back(bind_dense_layer(w, p, shape, I, Activation::Silu));
-        std::vector<DenseMlp> experts;
-        for (std::int64_t e = 0; e < s.experts; ++e)
-            experts.push_back(bind_dense_mlp(w, p + "mlp.experts." + std::to_string(e) + ".", H,
-                                             s.expert_intermediate(), Activation::Silu));
-        const DecoderLayer<DenseMlp>& d = t.dense.back();
-        t.moe.push_back(DecoderLayer<MoeMlp>{d.input_layernorm, d.self_attn, d.post_attention_layernorm,
-                                             MoeMlp(bind_linear(w, p + "mlp.gate", s.experts, H), std::move(experts),
-                                                    int(s.top_k), /*norm_topk_prob=*/true)});
-    }
-    for (std::int64_t slot : s.cross_slots()) {
-        CrossAttentionLayer layer = bind_cross_attention_layer(w, kText + "cross_layers." + std::to_string(slot) + ".",
-                                                               shape, I, Activation::Silu);
-        // Open gates: a closed gate (0, as Mllama initialises it) would still cost the same.
-        layer.attn_gate = layer.mlp_gate = 1.0f;
-        t.cross_layers.push_back(std::move(layer));
-    }
-    t.embed = w.require(kText + "embed_tokens.weight", {s.vocab + 8, H});
-    t.norm = w.require_f32(kText + "norm.weight", {H});
-    t.lm_head = bind_linear(w, "language_model.lm_head", s.vocab, H);
-    t.cross_projector = bind_linear(w, "cross.multi_modal_projector", H, V, /*bias=*/true);
-    t.early_projector.emplace(bind_linear(w, "early.multi_modal_projector.linear_1", H, V, true), Activation::Gelu,
-                              bind_linear(w, "early.multi_modal_projector.linear_2", H, H, true));
-    return t;
-}
-
-template <class Mlp>
-const std::vector<DecoderLayer<Mlp>>& self_layers(const TextParts& t) {
-    if constexpr (std::is_same_v<Mlp, MoeMlp>) return t.moe;
-    else return t.dense;
-}
-
-template <class Mlp>
-CrossModel<Mlp> make_cross(const TextParts& t, const Shapes& s, const ClipViT& vit) {
-    const std::vector<std::int64_t> slots = s.cross_slots();
-    std::vector<std::optional<DecoderLayer<Mlp>>> layers(std::size_t(t.cross_config.num_layers));
-    std::size_t next = 0;
-    for (std::size_t i = 0; i < layers.size(); ++i)
-        if (std::find(slots.begin(), slots.end(), std::int64_t(i)) == slots.end()) layers[i] = self_layers<Mlp>(t)[next++];
-    GatedCrossAttention fusion(t.cross_config.attention(), t.cross_config.rms_norm_eps, t.cross_projector, slots,
-                               t.cross_layers);
-    return CrossModel<Mlp>(vit, std::move(fusion),
-                           Decoder<Mlp>(t.cross_config, t.embed, std::move(layers), t.norm, t.lm_head));
-}
-
-template <class Mlp>
-EarlyModel<Mlp> make_early(const TextParts& t, const Shapes& s, const ClipViT& vit) {
-    std::vector<std::optional<DecoderLayer<Mlp>>> layers;
-    for (const auto& l : self_layers<Mlp>(t)) layers.emplace_back(l);
-    EarlyFusion<MlpProjector> fusion(*t.early_projector, /*image_token_id=*/s.vocab, s.hidden, vit.tokens(),
-                                     /*drop_class_token=*/true);
-    return EarlyModel<Mlp>(vit, std::move(fusion),
-                           Decoder<Mlp>(t.self_config, t.embed, std::move(layers), t.norm, t.lm_head));
-}
-
 // ---------------------------------------------------------------- measuring
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -260,73 +115,6 @@ double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
     const std::size_t n = v.size();
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Cached self-attention keys and values (rows in use, f32).
-std::size_t kv_bytes(const DecoderState& st) {
-    std::size_t n = 0;
-    for (const auto& layer : st.kv)
-        for (const auto& c : layer) n += std::size_t(c.size() * c.kv_dim()) * 2 * sizeof(float);
-    return n;
-}
-
-std::size_t matrix_bytes(const RowMatrix& m) { return std::size_t(m.size()) * sizeof(float); }
-
-std::size_t cross_kv_bytes(const GatedCrossAttention::State& st) {
-    std::size_t n = 0;
-    for (std::size_t j = 0; j < st.keys.size(); ++j)
-        for (std::size_t b = 0; b < st.keys[j].size(); ++b) n += matrix_bytes(st.keys[j][b]) + matrix_bytes(st.values[j][b]);
-    return n;
-}
-std::size_t cross_kv_bytes(const EarlyFusion<MlpProjector>::State&) { return 0; }
-
-// Everything the fusion state keeps for the session.
-std::size_t fusion_state_bytes(const GatedCrossAttention::State& st) {
-    std::size_t n = cross_kv_bytes(st) + st.tile_mask.size();
-    for (const auto& x : st.cross_states) n += matrix_bytes(x);
-    return n;
-}
-std::size_t fusion_state_bytes(const EarlyFusion<MlpProjector>::State& st) {
-    std::size_t n = 0;
-    for (const auto& x : st.image_embeds) n += matrix_bytes(x);
-    return n;
-}
-
-// Weight elements one token multiplies with in a self-attention layer (its MLP's active part) and in a
-// cross-attention layer (q, o and its dense MLP; k and v ran on the image at attach).
-template <class Mlp>
-double self_layer_params(const Shapes& s) {
-    const double H = double(s.hidden), q = double(s.heads * s.head_dim()), kv = double(s.kv_dim());
-    const double mlp = std::is_same_v<Mlp, MoeMlp>
-                           ? H * double(s.experts) + double(s.top_k) * 3 * H * double(s.expert_intermediate())
-                           : 3 * H * double(s.intermediate);
-    return 2 * H * q + 2 * H * kv + mlp;
-}
-double cross_layer_params(const Shapes& s) {
-    return 2 * double(s.hidden) * double(s.heads * s.head_dim()) + 3 * double(s.hidden) * double(s.intermediate);
-}
-
-// Matrix-product FLOPs (2 per multiply-add) of the prompt: n new tokens, no cache before them, the
-// logits of the last token only. Attention costs 4 * q_dim per (token, key): QK^T and AV.
-template <class Mlp>
-double prefill_flops(const Shapes& s, std::int64_t n, std::int64_t cross_layers, std::int64_t vision_tokens) {
-    const double N = double(n), q = double(s.heads * s.head_dim());
-    const double self_layer = 2 * N * self_layer_params<Mlp>(s) + 4 * q * N * (N + 1) / 2;  // causal
-    const double cross_layer = 2 * N * cross_layer_params(s) + 4 * q * N * double(vision_tokens);
-    return double(s.layers) * self_layer + double(cross_layers) * cross_layer + 2 * double(s.hidden * s.vocab);
-}
-
-// One decode token after `past` cached ones: FLOPs and weight bytes read (bf16). The cache bytes read
-// on top are the cache_bytes of the point.
-template <class Mlp>
-std::pair<double, double> decode_cost(const Shapes& s, double past, std::int64_t cross_layers,
-                                      std::int64_t vision_tokens) {
-    const double q = double(s.heads * s.head_dim()), C = double(cross_layers), L = double(s.layers);
-    const double head = double(s.hidden * s.vocab);
-    const double flops = L * (2 * self_layer_params<Mlp>(s) + 4 * q * (past + 1)) +
-                         C * (2 * cross_layer_params(s) + 4 * q * double(vision_tokens)) + 2 * head;
-    const double params = L * self_layer_params<Mlp>(s) + C * cross_layer_params(s) + head;
-    return {flops, 2 * params};
 }
 
 struct Point {
@@ -354,37 +142,15 @@ struct Workload {
     double vision_s = 0, vision_flops = 0;
 };
 
-// The prompt as each strategy lays it out, `prompt` text tokens in both: BOS, the images, then text.
-// Early fusion: features_per_image image tokens per image; cross-attention: one marker per image, and a
-// mask where each token sees the images whose marker it follows (as MllamaProcessor builds it).
-struct Prompt {
-    std::vector<std::int64_t> ids;
-    std::vector<std::int64_t> cross_mask;  // [seq, images]
-};
-
-Prompt make_prompt(const Shapes& s, std::int64_t text, std::int64_t images, std::int64_t tokens_per_image, bool cross) {
-    Prompt p;
-    p.ids.push_back(1);
-    p.ids.insert(p.ids.end(), std::size_t(images * tokens_per_image), s.vocab);
-    for (std::int64_t i = 1; i < text; ++i) p.ids.push_back((i * 7919 + 11) % s.vocab);
-    if (cross) {
-        const std::int64_t seq = std::int64_t(p.ids.size());
-        p.cross_mask.assign(std::size_t(seq * images), 0);
-        for (std::int64_t t = 0; t < seq; ++t)
-            for (std::int64_t i = 0; i < images; ++i) p.cross_mask[std::size_t(t * images + i)] = t >= 1 + i ? 1 : 0;
-    }
-    return p;
-}
-
 // Runs attach, prefill and decode `repeats` times on fresh sessions; one Point per generated-token count,
 // each measurement the median over the repeats.
 template <class Model, class MakePlacement>
 std::vector<Point> run_model(ThreadPool& pool, const Model& model, const Workload& w, int repeats,
-                             const std::string& strategy, const std::string& mlp, const Prompt& prompt,
+                             const std::string& strategy, const std::string& mlp, const ComparisonPrompt& prompt,
                              std::int64_t image_tokens_per_image, double flops, MakePlacement placement) {
     const std::vector<std::int64_t>& gens = *w.gens;
-    const std::int64_t seq = std::int64_t(prompt.ids.size()), steps = gens.back() - 1;
-    const TokenBatch tokens{1, seq, prompt.ids, {}, {}};
+    const std::int64_t seq = prompt.seq(), steps = gens.back() - 1;
+    const TokenBatch tokens = prompt.tokens();
     std::vector<double> attach, prefill;
     std::vector<std::vector<double>> decode(gens.size()), steps_s(gens.size());
     std::vector<double> step_times;
@@ -406,7 +172,7 @@ std::vector<Point> run_model(ThreadPool& pool, const Model& model, const Workloa
                 if (gens[g] - 1 != step) continue;
                 decode[g].push_back(decoding);
                 steps_s[g].insert(steps_s[g].end(), step_times.begin(), step_times.end());
-                points[g].kv_bytes = kv_bytes(session.decoder);
+                points[g].kv_bytes = kv_cache_bytes(session.decoder);
                 points[g].cross_kv_bytes = cross_kv_bytes(session.fusion);
                 points[g].fusion_state_bytes = fusion_state_bytes(session.fusion);
             }
@@ -444,54 +210,42 @@ std::vector<Point> run_model(ThreadPool& pool, const Model& model, const Workloa
 
 // The analytic decode cost per token, in the middle of each point's decode steps.
 template <class Mlp>
-void set_decode_cost(std::vector<Point>& points, const Shapes& s, std::int64_t cross_layers, std::int64_t vision_tokens) {
+void set_decode_cost(std::vector<Point>& points, const ComparisonShapes& s, std::int64_t cross_layers,
+                     std::int64_t vision_tokens) {
     for (Point& p : points) {
         if (p.generated <= 1) continue;
-        const auto [flops, bytes] =
+        const DecodeCost cost =
             decode_cost<Mlp>(s, double(p.sequence) + double(p.generated - 2) / 2, cross_layers, vision_tokens);
-        p.decode_flops = flops;
-        p.decode_weight_bytes = bytes;
+        p.decode_flops = cost.flops;
+        p.decode_weight_bytes = cost.weight_bytes;
     }
 }
 
 template <class Mlp>
-std::vector<Point> run_cross(ThreadPool& pool, const CrossModel<Mlp>& model, const Shapes& s, const Workload& w,
-                             int repeats, const std::string& mlp) {
-    const Prompt prompt = make_prompt(s, w.prompt, w.images, 1, /*cross=*/true);
-    const std::int64_t seq = std::int64_t(prompt.ids.size());
+std::vector<Point> run_cross(ThreadPool& pool, const CrossAttentionVlm<Mlp>& model, const ComparisonShapes& s,
+                             const Workload& w, int repeats, const std::string& mlp) {
+    const ComparisonPrompt prompt = make_comparison_prompt(s, w.prompt, w.images, 1, /*cross_attention=*/true);
     const std::int64_t vision_tokens = w.images * model.vision().tokens();
     const double flops =
-        prefill_flops<Mlp>(s, seq, std::int64_t(model.fusion().layer_indices().size()), vision_tokens);
+        prefill_flops<Mlp>(s, prompt.seq(), std::int64_t(model.fusion().layer_indices().size()), vision_tokens);
     std::vector<Point> points =
-        run_model(pool, model, w, repeats, "cross_attention", mlp, prompt, 1, flops, [&](const TokenBatch&) {
-            return CrossAttentionMask{1, seq, w.images, 1, prompt.cross_mask};
-        });
+        run_model(pool, model, w, repeats, "cross_attention", mlp, prompt, 1, flops,
+                  [&](const TokenBatch&) { return prompt.cross_attention_mask(); });
     set_decode_cost<Mlp>(points, s, std::int64_t(model.fusion().layer_indices().size()), vision_tokens);
     return points;
 }
 
 template <class Mlp>
-std::vector<Point> run_early(ThreadPool& pool, const EarlyModel<Mlp>& model, const Shapes& s, const Workload& w,
-                             int repeats, const std::string& mlp) {
+std::vector<Point> run_early(ThreadPool& pool, const EarlyFusionVlm<Mlp>& model, const ComparisonShapes& s,
+                             const Workload& w, int repeats, const std::string& mlp) {
     const std::int64_t per_image = model.fusion().features_per_image();
-    const Prompt prompt = make_prompt(s, w.prompt, w.images, per_image, /*cross=*/false);
+    const ComparisonPrompt prompt = make_comparison_prompt(s, w.prompt, w.images, per_image, /*cross_attention=*/false);
     // The projector runs at attach; prefill is the decoder alone.
-    const double flops = prefill_flops<Mlp>(s, std::int64_t(prompt.ids.size()), 0, 0);
+    const double flops = prefill_flops<Mlp>(s, prompt.seq(), 0, 0);
     std::vector<Point> points = run_model(pool, model, w, repeats, "early_fusion", mlp, prompt, per_image, flops,
                                           [](const TokenBatch& t) { return t; });
     set_decode_cost<Mlp>(points, s, 0, 0);
     return points;
-}
-
-// Distinct deterministic pixels per image, roughly the range of normalised CLIP inputs.
-std::vector<float> random_pixels(std::size_t n, std::uint32_t seed) {
-    std::vector<float> v(n);
-    std::uint32_t x = seed * 2654435761u + 12345u;
-    for (float& p : v) {
-        x = x * 1664525u + 1013904223u;
-        p = float(x >> 8) * 0x1p-24f * 4.0f - 2.0f;
-    }
-    return v;
 }
 
 // ---------------------------------------------------------------- output
@@ -685,7 +439,7 @@ int run(const Args& args) {
         std::fputs(kUsage, stdout);
         return 0;
     }
-    const Shapes shapes = args.tiny ? tiny_shapes() : default_shapes();
+    const ComparisonShapes shapes = args.tiny ? ComparisonShapes::tiny() : ComparisonShapes::standard();
     const std::vector<std::int64_t> images = args.images.value_or(std::vector<std::int64_t>{1, 2, 4});
     const std::vector<std::int64_t> sizes =
         args.sizes.value_or(args.tiny ? std::vector<std::int64_t>{28, 56} : std::vector<std::int64_t>{112, 224});
@@ -699,28 +453,23 @@ int run(const Args& args) {
                              std::to_string(shapes.vision.patch_size));
 
     ThreadPool pool(args.threads);
-    RandomWeightsOptions options;
-    options.dtype = DType::BF16;
-    options.shared_prefix = "vision_tower.";  // the tower is compute-bound; one buffer per shape
-    RandomWeights weights(options);
-    const TextParts text = bind_text(weights, shapes);
+    RandomWeights weights(comparison_weights_options());
+    const ComparisonText text = bind_comparison_text(weights, shapes);
 
     std::vector<Point> points;
     for (std::int64_t px : sizes) {
-        ClipVisionConfig vc = shapes.vision;
-        vc.image_size = px;
-        const ClipViT vit = ClipViT::bind(weights, vc, "vision_tower.vision_model.", -1);
-        const auto cross_dense = make_cross<DenseMlp>(text, shapes, vit);
-        const auto cross_moe = make_cross<MoeMlp>(text, shapes, vit);
-        const auto early_dense = make_early<DenseMlp>(text, shapes, vit);
-        const auto early_moe = make_early<MoeMlp>(text, shapes, vit);
+        const ClipViT vit = bind_comparison_tower(weights, shapes, px);
+        const auto cross_dense = make_cross_attention_model<DenseMlp>(text, shapes, vit);
+        const auto cross_moe = make_cross_attention_model<MoeMlp>(text, shapes, vit);
+        const auto early_dense = make_early_fusion_model<DenseMlp>(text, shapes, vit);
+        const auto early_moe = make_early_fusion_model<MoeMlp>(text, shapes, vit);
 
         // Both strategies use the same tower on the same images: encode once per image count.
         std::map<std::int64_t, std::pair<RowMatrix, double>> encoded;
         for (std::int64_t n : images) {
             std::vector<std::vector<float>> pixels;
             for (std::int64_t i = 0; i < n; ++i)
-                pixels.push_back(random_pixels(std::size_t(vit.channels() * px * px), std::uint32_t(i + 1)));
+                pixels.push_back(comparison_pixels(std::size_t(vit.channels() * px * px), std::uint32_t(i + 1)));
             std::vector<double> times;
             RowMatrix features(n * vit.tokens(), vit.hidden_size());
             for (int r = 0; r < args.repeats; ++r) {
