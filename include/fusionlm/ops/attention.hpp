@@ -39,6 +39,26 @@ inline RowMatrix causal_mask(std::int64_t q_len, std::int64_t past_len,
     return mask;
 }
 
+namespace detail {
+// The keys a block of mask rows can see: one past the last column any row leaves unmasked. Keys beyond it
+// get exactly zero weight, so skipping them (the causal mask's upper triangle) changes nothing. A row
+// with every key masked takes a uniform softmax over all keys, as the reference does, so then none are
+// skipped.
+inline Eigen::Index visible_keys(const float* mask, Eigen::Index rows, Eigen::Index keys) {
+    Eigen::Index visible = 0;
+    for (Eigen::Index i = 0; i < rows; ++i) {
+        const float* row = mask + i * keys;
+        Eigen::Index first = 0;
+        while (first < keys && row[first] == kMaskedValue) ++first;
+        if (first == keys) return keys;
+        Eigen::Index end = keys;
+        while (end > std::max(visible, first + 1) && row[end - 1] == kMaskedValue) --end;
+        visible = std::max(visible, end);
+    }
+    return visible;
+}
+}  // namespace detail
+
 // q [Sq, Hq*D], k and v [Sk, Hkv*D], additive_mask [Sq, Sk] row-major or nullptr, out [Sq, Hq*D].
 // KV head j serves query heads j*g .. j*g+g-1 (g = Hq / Hkv). out must not alias q, k or v.
 inline void attention(ThreadPool& pool, const Eigen::Ref<const RowMatrix>& q, const Eigen::Ref<const RowMatrix>& k,
@@ -77,12 +97,13 @@ inline void attention(ThreadPool& pool, const Eigen::Ref<const RowMatrix>& q, co
             const Eigen::Index r0 = Eigen::Index(u % std::size_t(blocks)) * block;
             const Eigen::Index rows = std::min(block, sq - r0);
             const int j = h / group;
-            scores.resize(rows, sk);
-            scores.noalias() = q.block(r0, h * d, rows, d) * k.block(0, j * d, sk, d).transpose();
+            const Eigen::Index keys = additive_mask ? detail::visible_keys(additive_mask + r0 * sk, rows, sk) : sk;
+            scores.resize(rows, keys);
+            scores.noalias() = q.block(r0, h * d, rows, d) * k.block(0, j * d, keys, d).transpose();
             scores /= scale_divisor;
-            if (additive_mask) scores += ConstRowMap(additive_mask + r0 * sk, rows, sk);
+            if (additive_mask) scores += ConstRowMap(additive_mask + r0 * sk, rows, sk).leftCols(keys);
             softmax_rows(scores);
-            out.block(r0, h * d, rows, d).noalias() = scores * v.block(0, j * d, sk, d);
+            out.block(r0, h * d, rows, d).noalias() = scores * v.block(0, j * d, keys, d);
         }
     });
 }
