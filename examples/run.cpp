@@ -190,7 +190,7 @@ int generate_text(const Args& args, ThreadPool& pool, const Model& model, typena
         if (!args.json) std::cout << piece << std::flush;
     };
 
-    std::int64_t generated = 0;
+    std::vector<std::int64_t> tokens;  // every sampled id, a stop token included
     double prefill_s = 0.0, decode_s = 0.0;
     if (args.max_new_tokens > 0) {
         const auto t_prefill = Clock::now();
@@ -199,10 +199,10 @@ int generate_text(const Args& args, ThreadPool& pool, const Model& model, typena
         const auto t_decode = Clock::now();
         for (;;) {
             const std::int64_t token = sampler.sample(logits.row(0));
-            ++generated;
+            tokens.push_back(token);
             if (std::find(conv.stop_tokens.begin(), conv.stop_tokens.end(), token) != conv.stop_tokens.end()) break;
             emit(stream.step(TokenId(token)));
-            if (generated >= args.max_new_tokens) break;
+            if (std::int64_t(tokens.size()) >= args.max_new_tokens) break;
             const std::int64_t next[] = {token};
             logits = model.forward(pool, session, TokenBatch{1, 1, next, {}, {}}, Logits::Last);
         }
@@ -211,11 +211,13 @@ int generate_text(const Args& args, ThreadPool& pool, const Model& model, typena
     }
     // The first new token comes from the prefill; decode speed counts the tokens after it.
     const double prefill_tps = prefill_s > 0.0 ? double(S) / prefill_s : 0.0;
+    const auto generated = std::int64_t(tokens.size());
     const double decode_tps = generated > 1 ? double(generated - 1) / decode_s : 0.0;
     if (args.json) {
         const nlohmann::json out = {{"text", text},
                                     {"prompt_tokens", S},
                                     {"generated_tokens", generated},
+                                    {"tokens", tokens},
                                     {"load_s", conv.load_s},
                                     {"vision_s", vision_s},
                                     {"prefill_tokens_per_s", prefill_tps},

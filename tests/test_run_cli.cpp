@@ -43,6 +43,8 @@ TEST_F(RunCli, GreedyJsonAnswerMatchesTheLibrary) {
         const auto out = nlohmann::json::parse(r.out);  // exactly one JSON object on stdout
         EXPECT_EQ(out.at("text").get<std::string>(), sample.at("text").get<std::string>());
         EXPECT_EQ(out.at("generated_tokens").get<std::size_t>(), sample.at("generated_ids").size());
+        EXPECT_EQ(out.at("tokens").get<std::vector<std::int64_t>>(),
+                  sample.at("generated_ids").get<std::vector<std::int64_t>>());
         EXPECT_EQ(out.at("prompt_tokens").get<std::size_t>(), sample.at("prompt_ids").size());
         for (const char* key : {"load_s", "vision_s", "prefill_tokens_per_s", "decode_tokens_per_s"})
             EXPECT_TRUE(out.at(key).is_number()) << key;
