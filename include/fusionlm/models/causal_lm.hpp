@@ -12,6 +12,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor.hpp"
 #include "../core/threads.hpp"
+#include "../io/config.hpp"
 #include "../text_model/decoder.hpp"
 
 namespace fusionlm {
@@ -52,10 +53,9 @@ private:
     std::optional<std::int64_t> sliding_window_;
 };
 
-// The decoder sizes of any Llama-shaped text config (field names as in Hugging Face's config.json;
-// head_dim and num_key_value_heads already resolved by the config parser).
-template <class TextConfig>
-DecoderConfig text_decoder_config(const TextConfig& c) {
+// The decoder sizes of any Llama-style text config (head_dim and num_key_value_heads already resolved by
+// the config parser).
+inline DecoderConfig text_decoder_config(const LlamaStyleConfig& c) {
     DecoderConfig d;
     d.hidden_size = c.hidden_size;
     d.num_layers = c.num_hidden_layers;

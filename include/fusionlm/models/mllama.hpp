@@ -63,15 +63,8 @@ inline DecoderConfig mllama_decoder_config(const MllamaTextConfig& t) {
         mllama_fail("num_key_value_heads", std::to_string(t.num_key_value_heads) +
                                                " does not divide num_attention_heads " +
                                                std::to_string(t.num_attention_heads));
-    DecoderConfig c;
-    c.hidden_size = t.hidden_size;
-    c.num_layers = t.num_hidden_layers;
-    c.num_heads = t.num_attention_heads;
-    c.num_kv_heads = t.num_key_value_heads;
-    c.head_dim = t.hidden_size / t.num_attention_heads;
-    c.rms_norm_eps = float(t.rms_norm_eps);
-    c.rope_theta = t.rope_theta;
-    c.rope_scaling = t.rope_scaling;
+    DecoderConfig c = text_decoder_config(t);
+    c.head_dim = t.hidden_size / t.num_attention_heads;  // not a Mllama key, whatever config.json holds
     return c;
 }
 
