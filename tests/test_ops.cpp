@@ -92,9 +92,11 @@ void check_linear_cases(const std::string& path, LinearFn&& linear) {
     std::mt19937 rng(1);
     fl::ThreadPool one(1), two(2);
     struct Case { std::int64_t n, in, out; };
-    // Awkward sizes, plus ones past the kernel blocking (KC 256, MC 96, NC 256) to cover every edge.
+    // Awkward sizes, every short last tile (1 .. 11 rows for 6- and 12-row tiles), plus sizes past the kernel
+    // blocking (KC 256, MC 96, NC 256), to cover every edge.
     const Case cases[] = {{1, 1, 1},   {1, 5, 3},     {1, 67, 45},  {1, 133, 70},  {2, 67, 19},  {3, 13, 37},
-                          {4, 67, 19}, {7, 133, 45}, {13, 70, 33}, {1, 301, 259}, {101, 301, 275}};
+                          {4, 67, 19}, {7, 133, 45}, {8, 70, 33}, {9, 67, 19}, {10, 13, 37}, {13, 70, 33},
+                          {23, 133, 45}, {1, 301, 259}, {101, 301, 275}};
     for (fl::DType dtype : {fl::DType::F32, fl::DType::BF16, fl::DType::F16})
         for (const Case& c : cases)
             for (bool with_bias : {false, true}) {
