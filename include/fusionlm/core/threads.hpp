@@ -2,6 +2,8 @@
 // A fixed pool of worker threads owned by a model (or the caller). No global state: every
 // parallel op takes the pool it runs on, so one thread count governs GEMM, GEMV and attention.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -39,16 +41,18 @@ public:
         {
             std::lock_guard lock(mu_);
             job_ = &fn;
-            pending_ = int(workers_.size());
             error_ = nullptr;
-            ++generation_;
+            pending_.store(int(workers_.size()), std::memory_order_relaxed);
+            generation_.fetch_add(1, std::memory_order_release);
         }
         cv_start_.notify_all();
         std::exception_ptr mine;
         try { fn(0); } catch (...) { mine = std::current_exception(); }
-        std::unique_lock lock(mu_);
-        cv_done_.wait(lock, [this] { return pending_ == 0; });
-        job_ = nullptr;
+        const auto done = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+        if (!spin_until(done)) {
+            std::unique_lock lock(mu_);
+            cv_done_.wait(lock, done);
+        }
         if (mine) std::rethrow_exception(mine);
         if (error_) std::rethrow_exception(error_);
     }
@@ -71,23 +75,44 @@ public:
     }
 
 private:
+    // A model runs hundreds of parallel ops back to back; between them each thread busy-waits this long
+    // before it sleeps, because waking a sleeping thread (on a virtual machine, a halted virtual CPU)
+    // can take longer than a whole decode-step matrix product.
+    static constexpr std::chrono::microseconds kSpin{500};
+
+    template <class Ready>
+    static bool spin_until(const Ready& ready) {
+        const auto deadline = std::chrono::steady_clock::now() + kSpin;
+        for (;;) {
+            for (int i = 0; i < 64; ++i) {
+                if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            }
+            if (std::chrono::steady_clock::now() >= deadline) return false;
+        }
+    }
+
     void worker_loop(int index) {
         unsigned long seen = 0;
         for (;;) {
-            const std::function<void(int)>* job;
-            {
+            const auto started = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+            if (!spin_until(started)) {
                 std::unique_lock lock(mu_);
-                cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+                cv_start_.wait(lock, [&] { return stop_ || started(); });
                 if (stop_) return;
-                seen = generation_;
-                job = job_;
             }
+            seen = generation_.load(std::memory_order_acquire);
             std::exception_ptr err;
-            try { (*job)(index); } catch (...) { err = std::current_exception(); }
-            {
+            try { (*job_)(index); } catch (...) { err = std::current_exception(); }
+            if (err) {
                 std::lock_guard lock(mu_);
-                if (err && !error_) error_ = err;
-                if (--pending_ == 0) cv_done_.notify_one();
+                if (!error_) error_ = err;
+            }
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+                std::lock_guard lock(mu_);
+                cv_done_.notify_one();
             }
         }
     }
@@ -96,8 +121,8 @@ private:
     std::mutex mu_;
     std::condition_variable cv_start_, cv_done_;
     const std::function<void(int)>* job_ = nullptr;
-    int pending_ = 0;
-    unsigned long generation_ = 0;
+    std::atomic<int> pending_{0};
+    std::atomic<unsigned long> generation_{0};
     bool stop_ = false;
     std::exception_ptr error_;
 };
