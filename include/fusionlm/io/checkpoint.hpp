@@ -52,6 +52,10 @@ public:
     const std::vector<const TensorView*>& tensors() const { return state().sorted; }
     std::size_t size() const { return state().sorted.size(); }
     const std::vector<std::shared_ptr<const SafetensorsFile>>& shards() const { return state().shards; }
+    // Maps every shard's pages now, so a model's first forward pass does not stall on page faults.
+    void populate() const {
+        for (const auto& shard : state().shards) shard->populate();
+    }
 
     const TensorView* find(std::string_view name) const {
         const auto& v = state().sorted;

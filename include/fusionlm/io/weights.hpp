@@ -73,9 +73,14 @@ public:
     }
 
     // Throws one ShapeError naming the checkpoint directory and listing every problem (the first 40).
+    // When there is none, maps the checkpoint's pages: the model is about to read them all, and
+    // faulting them in one by one would be charged to its first prompt.
     void finish() const {
         const auto all = problems();
-        if (all.empty()) return;
+        if (all.empty()) {
+            ckpt_.populate();
+            return;
+        }
         constexpr std::size_t kShown = 40;
         std::string msg = ckpt_.dir().string() + ": " + std::to_string(all.size()) + " weight problem(s): ";
         for (std::size_t i = 0; i < all.size() && i < kShown; ++i) msg += (i ? "; " : "") + all[i];
