@@ -1,7 +1,9 @@
 // fusionlm-run: a prompt and images in, streamed text out, from a Hugging Face checkpoint folder
 // (Llama 3.2 Vision, LLaVA, or a text-only Llama).
 //   fusionlm-run -m DIR [--image FILE]... -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P]
-//                [--seed S] [-t THREADS] [--system TEXT] [--ignore-eos] [--json]
+//                [--seed S] [-t THREADS] [--system TEXT] [--ignore-eos] [--f32] [--json]
+// Matrix products use the fastest instructions the CPU has, bf16 dot products (which round activations
+// to bf16) included; --f32 keeps every product in f32, as fusionlm-parity does.
 #define FUSIONLM_IMPLEMENT_STB_IMAGE
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include <fusionlm/core/cpu.hpp>
 #include <fusionlm/core/error.hpp>
 #include <fusionlm/core/threads.hpp>
 #include <fusionlm/image/image.hpp>
@@ -46,12 +49,13 @@ struct Args {
     SamplerOptions sampling;
     int threads = 0;
     bool ignore_eos = false;
+    bool f32 = false;
     bool json = false;
 };
 
 const char* kUsage =
     "usage: fusionlm-run -m DIR [--image FILE]... -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P]\n"
-    "                    [--seed S] [-t THREADS] [--system TEXT] [--ignore-eos] [--json]\n";
+    "                    [--seed S] [-t THREADS] [--system TEXT] [--ignore-eos] [--f32] [--json]\n";
 
 template <class T>
 T parse_number(const std::string& flag, const std::string& text) {
@@ -86,6 +90,7 @@ Args parse_args(int argc, char** argv) {
         else if (flag == "--seed") a.sampling.seed = parse_number<std::uint64_t>(flag, value());
         else if (flag == "-t" || flag == "--threads") a.threads = parse_number<int>(flag, value());
         else if (flag == "--ignore-eos") a.ignore_eos = true;
+        else if (flag == "--f32") a.f32 = true;
         else if (flag == "--json") a.json = true;
         else throw InputError("unknown argument '" + flag + "'");
     }
@@ -218,6 +223,7 @@ int generate_text(const Args& args, ThreadPool& pool, const Model& model, typena
                                     {"prompt_tokens", S},
                                     {"generated_tokens", generated},
                                     {"tokens", tokens},
+                                    {"isa", isa_name(pool.isa())},
                                     {"load_s", conv.load_s},
                                     {"vision_s", vision_s},
                                     {"prefill_tokens_per_s", prefill_tps},
@@ -239,6 +245,7 @@ int run(const Args& args) {
     WeightBinder binder(Checkpoint::open(args.model_dir));
     read_weights(binder.checkpoint(), progress);
     ThreadPool pool(args.threads);
+    pool.set_isa(args.f32 ? best_isa() : fastest_isa());
 
     if (const auto* mllama = std::get_if<MllamaConfig>(&config.family)) {
         const MllamaModel model = bind_mllama(binder, *mllama);

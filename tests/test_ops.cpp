@@ -2,10 +2,15 @@
 // of awkward sizes, f32 / bf16 / f16 weights, 1 and 2 threads, and every kernel path this CPU supports.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "fusionlm/core/cpu.hpp"
@@ -86,9 +91,24 @@ void expect_linear_close(const fl::RowMatrix& x, const StoredWeight& w, const st
         }
 }
 
-// Runs `linear` (x, layer, y) over awkward shapes, all weight dtypes, with and without bias, 1 and 2 threads.
-template <class LinearFn>
-void check_linear_cases(const std::string& path, LinearFn&& linear) {
+// x as a bf16 dot-product kernel reads it: rounded to bf16.
+fl::RowMatrix rounded_to_bf16(const fl::RowMatrix& x) {
+    fl::RowMatrix r(x.rows(), x.cols());
+    for (std::int64_t i = 0; i < x.size(); ++i) r.data()[i] = fl::bf16_to_f32(fl::f32_to_bf16(x.data()[i]));
+    return r;
+}
+
+// The input a path computes with: x itself, for every f32-compute path.
+struct ExactInput {
+    const fl::RowMatrix& operator()(const fl::RowMatrix& x) const { return x; }
+};
+
+// Runs `linear` (x, layer, y) over awkward shapes, the given weight dtypes, with and without bias, 1 and 2
+// threads; the reference multiplies input(x) (what the path computes with) by the stored weights.
+template <class LinearFn, class Input = ExactInput>
+void check_linear_cases(const std::string& path, LinearFn&& linear,
+                        std::initializer_list<fl::DType> dtypes = {fl::DType::F32, fl::DType::BF16, fl::DType::F16},
+                        Input&& input = {}) {
     std::mt19937 rng(1);
     fl::ThreadPool one(1), two(2);
     struct Case { std::int64_t n, in, out; };
@@ -97,7 +117,7 @@ void check_linear_cases(const std::string& path, LinearFn&& linear) {
     const Case cases[] = {{1, 1, 1},   {1, 5, 3},     {1, 67, 45},  {1, 133, 70},  {2, 67, 19},  {3, 13, 37},
                           {4, 67, 19}, {7, 133, 45}, {8, 70, 33}, {9, 67, 19}, {10, 13, 37}, {13, 70, 33},
                           {23, 133, 45}, {1, 301, 259}, {101, 301, 275}};
-    for (fl::DType dtype : {fl::DType::F32, fl::DType::BF16, fl::DType::F16})
+    for (fl::DType dtype : dtypes)
         for (const Case& c : cases)
             for (bool with_bias : {false, true}) {
                 const StoredWeight w = make_weight(dtype, c.out, c.in, rng);
@@ -115,7 +135,7 @@ void check_linear_cases(const std::string& path, LinearFn&& linear) {
                     const std::string what = path + " " + std::string(fl::dtype_name(dtype)) + " n=" +
                                              std::to_string(c.n) + " in=" + std::to_string(c.in) + " out=" +
                                              std::to_string(c.out) + " threads=" + std::to_string(pool->size());
-                    expect_linear_close(x, w, layer.bias, y, 1e-5, what);
+                    expect_linear_close(input(x), w, layer.bias, y, 1e-5, what);
                 }
             }
 }
@@ -150,6 +170,96 @@ TEST(OpsLinear, Avx512GeometryOnPortableVectors) {
         else if (w.dtype == fl::DType::BF16) run.template operator()<fl::DType::BF16>();
         else run.template operator()<fl::DType::F16>();
     });
+}
+
+// The bf16 dot-product GEMM, in the AVX-512 geometry and the 8-wide one, on portable vectors that do what
+// vdpbf16ps does: the reference multiplies x rounded to bf16. An odd `in` (no whole pairs) takes the f32 GEMM.
+TEST(OpsLinear, Bf16DotGemmOnPortableVectors) {
+    const auto check = [](const std::string& path, auto gemm_bf16_dot, auto gemm_f32) {
+        check_linear_cases(
+            path,
+            [&](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
+                const fl::WeightMatrix w{layer.weight.data, layer.weight.dtype, layer.weight.shape[0],
+                                         layer.weight.shape[1]};
+                const float* bias = layer.bias.empty() ? nullptr : layer.bias.data();
+                if (w.cols % 2 == 0) gemm_bf16_dot(pool, x.data(), x.cols(), x.rows(), w, bias, y.data(), y.cols());
+                else gemm_f32(pool, x.data(), x.cols(), x.rows(), w, bias, y.data(), y.cols());
+            },
+            {fl::DType::BF16}, [](const fl::RowMatrix& x) { return x.cols() % 2 == 0 ? rounded_to_bf16(x) : x; });
+    };
+    check("generic16 bf16-dot", fl::kernels::generic16::gemm_bf16_dot<>,
+          fl::kernels::generic16::gemm<fl::DType::BF16>);
+    check("generic bf16-dot", fl::kernels::generic::gemm_bf16_dot<>, fl::kernels::generic::gemm<fl::DType::BF16>);
+}
+
+// Through linear on a pool set to Avx512Bf16, where the CPU has it: bf16 weights with an even `in` and more
+// than 3 rows take vdpbf16ps; everything else computes in f32.
+TEST(OpsLinear, Bf16DotPathOnThisCpu) {
+    if (!fl::isa_supported(fl::Isa::Avx512Bf16)) {
+        fl::ThreadPool pool(1);
+        pool.set_isa(fl::Isa::Avx512Bf16);
+        std::mt19937 rng(5);
+        const StoredWeight w = make_weight(fl::DType::BF16, 8, 8, rng);
+        EXPECT_THROW(fl::linear(pool, random_matrix(4, 8, rng), fl::Linear{w.view, {}}), fl::UnsupportedError);
+        GTEST_SKIP() << "this CPU has no AVX-512-BF16";
+    }
+    const auto run = [](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
+        pool.set_isa(fl::Isa::Avx512Bf16);
+        fl::linear(pool, x, layer, y);
+    };
+    check_linear_cases("avx512bf16", run, {fl::DType::BF16}, [](const fl::RowMatrix& x) {
+        return x.rows() > 3 && x.cols() % 2 == 0 ? rounded_to_bf16(x) : x;
+    });
+    check_linear_cases("avx512bf16 f32/f16 weights", run, {fl::DType::F32, fl::DType::F16});
+}
+
+// The AVX2 pieces the AVX-512-BF16 kernel shares (rounding to bf16 pairs, packing pairs) against the
+// portable ones, bit for bit, ties, NaN, infinities and denormals included.
+TEST(OpsLinear, Bf16PairRoundingAndPackingMatchPortable) {
+#ifdef FUSIONLM_X86_KERNELS
+    if (!fl::isa_supported(fl::Isa::Avx2)) GTEST_SKIP() << "this CPU has no AVX2";
+    std::mt19937 rng(6);
+    std::vector<float> x(2 * 37);
+    for (float& v : x) v = std::normal_distribution<float>(0.0f, 3.0f)(rng);
+    const float specials[] = {std::nanf(""), -std::nanf(""), std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::denorm_min(),
+                              -1e-40f, 0.0f, -0.0f, std::bit_cast<float>(0x3f808000u), std::bit_cast<float>(0x3f818000u),
+                              std::numeric_limits<float>::max(), 1.0f + 1.0f / 512};
+    std::copy(std::begin(specials), std::end(specials), x.begin() + 3);
+    std::vector<std::uint32_t> want(37), got(37);
+    fl::kernels::generic::Simd::to_bf16_pairs(x.data(), 37, want.data());
+    fl::kernels::avx2::to_bf16_pairs_avx(x.data(), 37, got.data());
+    EXPECT_EQ(got, want);
+
+    const std::int64_t ld = 2 * 21 + 6, kc = 21, stride = 16;
+    std::vector<std::uint16_t> w(std::size_t(8 * ld));
+    for (auto& h : w) h = std::uint16_t(rng());
+    std::vector<std::uint32_t> packed_want(std::size_t(kc * stride)), packed_got(packed_want.size());
+    fl::kernels::generic::Simd::pack8_pairs(w.data() + 2, ld, kc, packed_want.data(), stride);
+    fl::kernels::avx2::pack8_pairs_avx(w.data() + 2, ld, kc, packed_got.data(), stride);
+    EXPECT_EQ(packed_got, packed_want);
+#else
+    GTEST_SKIP() << "not an x86 build";
+#endif
+}
+
+// The portable vdpbf16ps step: high pair products first, each step rounded to f32, denormal inputs as zero.
+TEST(OpsLinear, PortableBf16DotFollowsTheInstruction) {
+    using S = fl::kernels::generic::Simd;
+    const auto pair = [](float lo, float hi) {
+        return std::uint32_t(fl::f32_to_bf16(lo)) | std::uint32_t(fl::f32_to_bf16(hi)) << 16;
+    };
+    S::V acc = S::broadcast(1.0f);
+    // 1 + 2^-24 * 1 rounds back to 1 before the low product (2^-23 * 1) is added: high first, then low.
+    acc = S::dot_bf16(acc, S::broadcast_pair(pair(0x1p-23f, 0x1p-24f)), S::broadcast_pair(pair(1.0f, 1.0f)));
+    EXPECT_EQ(acc.v[0], 1.0f + 0x1p-23f);
+    // A denormal bf16 input reads as zero: 1e-39 * 2^100 would be about 1.3e-9.
+    const std::uint32_t denormal = std::uint32_t(0x000bu);
+    acc = S::dot_bf16(S::zero(), S::broadcast_pair(denormal), S::broadcast_pair(pair(0x1p100f, 0.0f)));
+    EXPECT_EQ(acc.v[0], 0.0f);
+    // 2^-70 * 2^-70 is below the f32 normal range: flushed to zero.
+    acc = S::dot_bf16(S::zero(), S::broadcast_pair(pair(0x1p-70f, 0.0f)), S::broadcast_pair(pair(0x1p-70f, 0.0f)));
+    EXPECT_EQ(acc.v[0], 0.0f);
 }
 
 TEST(OpsLinear, StridedInputAndOutputAndConvenienceOverload) {

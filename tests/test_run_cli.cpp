@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fusionlm/core/cpu.hpp"
 #include "test_io_util.hpp"
 
 using namespace fusionlm::io_test;
@@ -48,7 +49,21 @@ TEST_F(RunCli, GreedyJsonAnswerMatchesTheLibrary) {
         EXPECT_EQ(out.at("prompt_tokens").get<std::size_t>(), sample.at("prompt_ids").size());
         for (const char* key : {"load_s", "vision_s", "prefill_tokens_per_s", "decode_tokens_per_s"})
             EXPECT_TRUE(out.at(key).is_number()) << key;
+        EXPECT_EQ(out.at("isa").get<std::string>(), fusionlm::isa_name(fusionlm::fastest_isa()));
     }
+}
+
+// --f32 keeps every product in f32 (the instruction set best_isa picks); the answer is the reference's.
+TEST_F(RunCli, F32FlagKeepsF32Kernels) {
+    std::ifstream f(kDemo / "train" / "reference" / "samples_expected.json");
+    const auto sample = nlohmann::json::parse(f).at("samples").at(3);
+    const CliResult r = run("--image " + quote((kSamples / sample.at("file").get<std::string>()).string()) +
+                            " -p 'Describe the image.' -n 24 --temp 0 -t 1 --f32 --json");
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto out = nlohmann::json::parse(r.out);
+    EXPECT_EQ(out.at("isa").get<std::string>(), fusionlm::isa_name(fusionlm::best_isa()));
+    EXPECT_EQ(out.at("tokens").get<std::vector<std::int64_t>>(),
+              sample.at("generated_ids").get<std::vector<std::int64_t>>());
 }
 
 TEST_F(RunCli, BadInputsExitTwoWithOneLine) {

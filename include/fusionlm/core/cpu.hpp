@@ -11,7 +11,9 @@
 namespace fusionlm {
 
 // The instruction sets our kernels are written for. Generic is portable C++ (the reference path).
-enum class Isa { Generic, Avx2, Avx512 };
+// Avx512Bf16 is AVX-512 plus bf16 dot products, which round the activations of bf16-weight matrix products
+// to bf16: faster, no longer f32 compute, so it is chosen explicitly (fastest_isa), never by best_isa.
+enum class Isa { Generic, Avx2, Avx512, Avx512Bf16 };
 
 struct CpuFeatures {
     bool avx2_fma = false;     // AVX2 + FMA3 (+ F16C for f16 weights)
@@ -74,10 +76,12 @@ inline bool isa_supported(Isa isa) {
         case Isa::Generic: return true;
         case Isa::Avx2: return f.avx2_fma && f.f16c;
         case Isa::Avx512: return f.avx512 && f.avx2_fma && f.f16c;
+        case Isa::Avx512Bf16: return f.avx512_bf16 && f.avx512 && f.avx2_fma && f.f16c;
     }
     return false;
 }
 
+// The fastest instruction set that computes in f32: what kernels use unless told otherwise.
 inline Isa best_isa() {
     static const Isa best = isa_supported(Isa::Avx512) ? Isa::Avx512
                             : isa_supported(Isa::Avx2) ? Isa::Avx2
@@ -85,11 +89,15 @@ inline Isa best_isa() {
     return best;
 }
 
+// The fastest instruction set, bf16 dot products included where the CPU has them.
+inline Isa fastest_isa() { return isa_supported(Isa::Avx512Bf16) ? Isa::Avx512Bf16 : best_isa(); }
+
 inline std::string_view isa_name(Isa isa) {
     switch (isa) {
         case Isa::Generic: return "generic";
         case Isa::Avx2: return "avx2";
         case Isa::Avx512: return "avx512";
+        case Isa::Avx512Bf16: return "avx512bf16";
     }
     return "?";
 }

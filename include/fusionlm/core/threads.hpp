@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "cpu.hpp"
+
 namespace fusionlm {
 
 class ThreadPool {
@@ -34,6 +36,11 @@ public:
     }
 
     int size() const { return int(workers_.size()) + 1; }
+
+    // The instruction set the matrix kernels run on this pool use: best_isa() (f32 compute) unless set,
+    // e.g. to fastest_isa() for bf16 dot products, or lower to compare paths. Must be supported by the CPU.
+    Isa isa() const { return isa_; }
+    void set_isa(Isa isa) { isa_ = isa; }
 
     // Runs fn(thread_index) on every thread of the pool (the caller is thread 0) and waits.
     void run(const std::function<void(int)>& fn) {
@@ -125,6 +132,7 @@ private:
     std::atomic<unsigned long> generation_{0};
     bool stop_ = false;
     std::exception_ptr error_;
+    Isa isa_ = best_isa();
 };
 
 }  // namespace fusionlm

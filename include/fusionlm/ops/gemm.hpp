@@ -15,6 +15,16 @@ struct GemmCall {
                     const float* bias, float* y, std::int64_t ldy) {
         switch (isa) {
 #ifdef FUSIONLM_X86_KERNELS
+            case Isa::Avx512Bf16:
+                // bf16 dot products take bf16 weights in pairs along k.
+                if constexpr (D == DType::BF16) {
+                    if (w.cols % 2 == 0) {
+                        kernels::avx512bf16::gemm_bf16_dot(pool, x, ldx, m, w, bias, y, ldy);
+                        return;
+                    }
+                }
+                kernels::avx512::gemm<D>(pool, x, ldx, m, w, bias, y, ldy);
+                return;
             case Isa::Avx512: kernels::avx512::gemm<D>(pool, x, ldx, m, w, bias, y, ldy); return;
             case Isa::Avx2: kernels::avx2::gemm<D>(pool, x, ldx, m, w, bias, y, ldy); return;
 #endif

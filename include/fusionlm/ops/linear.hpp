@@ -1,7 +1,8 @@
 #pragma once
 // y = x W^T + b with W stored [out, in] (f32, bf16 or f16, bound in place from the checkpoint).
 // One row (decode, up to 3): threaded GEMV over output rows, half-precision rows widened in the dot product.
-// More rows (prefill): threaded GEMM over column blocks, W panels widened to f32 once per call.
+// More rows (prefill): threaded GEMM over column blocks, W panels widened to f32 once per call; on a pool
+// set to Isa::Avx512Bf16, bf16 W is multiplied as bf16 pairs with x rounded to bf16 (vdpbf16ps).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -75,7 +76,7 @@ inline void linear_with(Isa isa, ThreadPool& pool, const Eigen::Ref<const RowMat
 // y [n, out] = x [n, in] W^T + b. y must not alias x.
 inline void linear(ThreadPool& pool, const Eigen::Ref<const RowMatrix>& x, const Linear& layer,
                    Eigen::Ref<RowMatrix> y) {
-    detail::linear_with(best_isa(), pool, x, layer, y);
+    detail::linear_with(pool.isa(), pool, x, layer, y);
 }
 
 inline RowMatrix linear(ThreadPool& pool, const Eigen::Ref<const RowMatrix>& x, const Linear& layer) {

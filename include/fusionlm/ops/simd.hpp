@@ -1,13 +1,15 @@
 #pragma once
 // The matrix kernels (simd_kernels.inc) compiled once per instruction set: a portable one (the reference
-// path, also what non-x86 CPUs run), AVX2+FMA and AVX-512.
+// path, also what non-x86 CPUs run), AVX2+FMA, AVX-512, and AVX-512 with bf16 dot products (vdpbf16ps).
 // Each set lives in its own namespace and is compiled for its target only; the dispatchers (gemv.hpp,
 // gemm.hpp) pick one at run time.
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -24,8 +26,9 @@ namespace fusionlm::kernels {
 
 // Per-thread scratch (packed panels, a rearranged input row), grown on demand and reused across calls so
 // the hot path does not allocate. Slot 0 belongs to the calling thread's setup, slot 1 to the workers.
-inline float* scratch_buffer(int slot, std::size_t n) {
-    thread_local std::vector<float, Eigen::aligned_allocator<float>> buffers[2];
+template <class T>
+inline T* scratch_buffer(int slot, std::size_t n) {
+    thread_local std::vector<T, Eigen::aligned_allocator<T>> buffers[2];
     auto& buffer = buffers[slot];
     if (buffer.size() < n) {
         buffer.clear();
@@ -49,6 +52,14 @@ void parallel_chunks(ThreadPool& pool, std::size_t chunks, Fn&& fn) {
              c = next.fetch_add(1, std::memory_order_relaxed))
             fn(c);
     });
+}
+
+// Two consecutive bf16 elements as one 32-bit word, the first in the low half (their order in memory).
+inline std::uint32_t bf16_pair(const std::uint16_t* p) { return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 16; }
+
+// A bf16 value (low 16 bits of h) as f32 the way bf16 dot-product instructions read it: denormals as zero.
+inline float bf16_daz(std::uint32_t h) {
+    return bf16_to_f32(std::uint16_t((h & 0x7f80u) == 0 ? h & 0x8000u : h));
 }
 
 // Portable vectors of Width floats: plain loops, the reference every intrinsic path is tested against.
@@ -101,6 +112,42 @@ struct GenericSimd {
     static void pack8(const storage_t<D>* w, std::int64_t ld, std::int64_t kc, float* dst, std::int64_t stride) {
         for (int r = 0; r < 8; ++r)
             for (std::int64_t p = 0; p < kc; ++p) dst[p * stride + r] = widen<D>(w[r * ld + p]);
+    }
+
+    // bf16 pairs, one per 32-bit lane (see bf16_pair), and the vdpbf16ps step on them.
+    struct P {
+        std::uint32_t v[Width];
+    };
+    static P load_pairs(const std::uint32_t* p) {
+        P r;
+        for (int i = 0; i < W; ++i) r.v[i] = p[i];
+        return r;
+    }
+    static P broadcast_pair(std::uint32_t a) {
+        P r;
+        for (int i = 0; i < W; ++i) r.v[i] = a;
+        return r;
+    }
+    // acc += a.high * b.high, then acc += a.low * b.low, as vdpbf16ps does: each step rounded to f32 (a
+    // product of two bf16 values is exact in f32), denormal inputs read as zero, denormal results flushed.
+    static V dot_bf16(V acc, const P& a, const P& b) {
+        const auto flush = [](float f) { return std::abs(f) < std::numeric_limits<float>::min() ? f * 0.0f : f; };
+        for (int i = 0; i < W; ++i) {
+            acc.v[i] = flush(acc.v[i] + bf16_daz(a.v[i] >> 16) * bf16_daz(b.v[i] >> 16));
+            acc.v[i] = flush(acc.v[i] + bf16_daz(a.v[i] & 0xffffu) * bf16_daz(b.v[i] & 0xffffu));
+        }
+        return acc;
+    }
+    // x[0 .. 2 * pairs) rounded to bf16 (nearest even), as pairs.
+    static void to_bf16_pairs(const float* x, std::int64_t pairs, std::uint32_t* out) {
+        for (std::int64_t p = 0; p < pairs; ++p)
+            out[p] = std::uint32_t(f32_to_bf16(x[2 * p])) | std::uint32_t(f32_to_bf16(x[2 * p + 1])) << 16;
+    }
+    // 8 bf16 weight rows, kc pairs -> dst[p * stride + r] (pairs copied, not widened).
+    static void pack8_pairs(const std::uint16_t* w, std::int64_t ld, std::int64_t kc, std::uint32_t* dst,
+                            std::int64_t stride) {
+        for (int r = 0; r < 8; ++r)
+            for (std::int64_t p = 0; p < kc; ++p) dst[p * stride + r] = bf16_pair(w + r * ld + 2 * p);
     }
 };
 
@@ -164,6 +211,46 @@ inline void pack8_avx(const storage_t<D>* w, std::int64_t ld, std::int64_t kc, f
     }
     for (; p < kc; ++p)
         for (int i = 0; i < 8; ++i) dst[p * stride + i] = widen<D>(w[i * ld + p]);
+}
+
+// f32 -> bf16 bits (round to nearest even, NaN kept and quieted, as f32_to_bf16) in each lane's low half.
+inline __m256i round_bf16(__m256 v) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+    const __m256i nan =
+        _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+
+// x[0 .. 2 * pairs) rounded to bf16 pairs (see GenericSimd::to_bf16_pairs), 8 pairs per step.
+inline void to_bf16_pairs_avx(const float* x, std::int64_t pairs, std::uint32_t* out) {
+    std::int64_t p = 0;
+    for (; p + 8 <= pairs; p += 8) {
+        const __m256i lo = round_bf16(_mm256_loadu_ps(x + 2 * p)), hi = round_bf16(_mm256_loadu_ps(x + 2 * p + 8));
+        // packus leaves the 16-bit values as they are but interleaves the 128-bit halves; the permute
+        // restores the order.
+        const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p), packed);
+    }
+    for (; p < pairs; ++p)
+        out[p] = std::uint32_t(f32_to_bf16(x[2 * p])) | std::uint32_t(f32_to_bf16(x[2 * p + 1])) << 16;
+}
+
+// 8 bf16 weight rows, kc pairs -> dst[p * stride + r]: the 32-bit pairs moved by the f32 8 x 8 transpose.
+inline void pack8_pairs_avx(const std::uint16_t* w, std::int64_t ld, std::int64_t kc, std::uint32_t* dst,
+                            std::int64_t stride) {
+    std::int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; ++i)
+            r[i] = _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * ld + 2 * p)));
+        transpose8_store(r, reinterpret_cast<float*>(dst + p * stride), stride);
+    }
+    for (; p < kc; ++p)
+        for (int i = 0; i < 8; ++i) dst[p * stride + i] = bf16_pair(w + i * ld + 2 * p);
 }
 
 struct Simd {
@@ -248,6 +335,38 @@ struct Simd {
 
 #include "simd_kernels.inc"
 }  // namespace avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#if defined(__clang__)
+#pragma clang attribute push(                                                                                    \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c")
+#endif
+namespace avx512bf16 {
+
+// The AVX-512 kernels plus vdpbf16ps for gemm_bf16_dot: the pair packing and rounding are the AVX2 ones.
+struct Simd : avx512::Simd {
+    using P = __m512i;
+    static P load_pairs(const std::uint32_t* p) { return _mm512_loadu_si512(p); }
+    static P broadcast_pair(std::uint32_t a) { return _mm512_set1_epi32(int(a)); }
+    static V dot_bf16(V acc, P a, P b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
+    static void to_bf16_pairs(const float* x, std::int64_t pairs, std::uint32_t* out) {
+        avx2::to_bf16_pairs_avx(x, pairs, out);
+    }
+    static void pack8_pairs(const std::uint16_t* w, std::int64_t ld, std::int64_t kc, std::uint32_t* dst,
+                            std::int64_t stride) {
+        avx2::pack8_pairs_avx(w, ld, kc, dst, stride);
+    }
+};
+
+#include "simd_kernels.inc"
+}  // namespace avx512bf16
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
