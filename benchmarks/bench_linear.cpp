@@ -1,6 +1,7 @@
 // Linear at the shape of a 1B-class decoder's MLP (in 2048, out 8192): decode (1 row) and prefill
-// (128, 512 rows), f32 and bf16 weights, 1 and 2 threads. Counters: GFLOPS, GBps (weight bytes read per
-// second), and both as fractions of this machine's limits measured by probe.hpp in the same process.
+// (128, 512 rows), f32 and bf16 weights, 1 and 2 threads, and bf16 dot products where the CPU has them.
+// Counters: GFLOPS, GBps (weight bytes read per second), and both as fractions of this machine's limits
+// measured by probe.hpp in the same process.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -43,7 +44,7 @@ const Weights& weights() {
     return w;
 }
 
-void bench_linear(benchmark::State& state, fusionlm::DType dtype, std::int64_t rows, int threads) {
+void bench_linear(benchmark::State& state, fusionlm::DType dtype, std::int64_t rows, int threads, fusionlm::Isa isa) {
     const fusionlm::bench::Limits& limits = fusionlm::bench::machine_limits();
     const Weights& w = weights();
     std::vector<fusionlm::Linear> layers(kCopies);
@@ -57,6 +58,7 @@ void bench_linear(benchmark::State& state, fusionlm::DType dtype, std::int64_t r
                                                     : reinterpret_cast<const std::byte*>(w.bf16.data() + offset);
     }
     fusionlm::ThreadPool pool(threads);
+    pool.set_isa(isa);
     const fusionlm::RowMatrix x = fusionlm::RowMatrix::Random(rows, kIn);
     fusionlm::RowMatrix y(rows, kOut);
     for (const fusionlm::Linear& layer : layers) fusionlm::linear(pool, x, layer, y);  // warm-up: scratch, page faults
@@ -79,18 +81,27 @@ void bench_linear(benchmark::State& state, fusionlm::DType dtype, std::int64_t r
     const double peak = limits.fma_gflops[threads - 1], bandwidth = limits.read_gbps[threads - 1];
     state.counters["peak_frac"] = peak > 0 ? gflops / peak : 0.0;
     state.counters["bw_frac"] = bandwidth > 0 ? gbps / bandwidth : 0.0;
+    if (isa == fusionlm::Isa::Avx512Bf16) {
+        const double bf16_peak = limits.bf16_gflops[threads - 1];
+        state.counters["bf16_peak_frac"] = bf16_peak > 0 ? gflops / bf16_peak : 0.0;
+    }
 }
 
-// Names Linear/<dtype>/<rows>/<threads>, e.g. Linear/bf16/1/2.
+// Names Linear/<dtype>/<rows>/<threads>, e.g. Linear/bf16/1/2, computing in f32; on CPUs with AVX-512-BF16
+// also Linear/bf16dot/<rows>/<threads>: bf16 weights on vdpbf16ps (prefill rows only; one row stays f32).
 [[maybe_unused]] const bool registered = [] {
+    const auto add = [](const std::string& kind, fusionlm::DType dtype, std::int64_t rows, int threads,
+                        fusionlm::Isa isa) {
+        const std::string name = "Linear/" + kind + "/" + std::to_string(rows) + "/" + std::to_string(threads);
+        benchmark::RegisterBenchmark(name.c_str(), bench_linear, dtype, rows, threads, isa)->Unit(benchmark::kMillisecond);
+    };
     for (fusionlm::DType dtype : {fusionlm::DType::F32, fusionlm::DType::BF16})
         for (std::int64_t rows : {1, 128, 512})
-            for (int threads : {1, 2}) {
-                const std::string name = std::string("Linear/") + (dtype == fusionlm::DType::F32 ? "f32" : "bf16") +
-                                         "/" + std::to_string(rows) + "/" + std::to_string(threads);
-                benchmark::RegisterBenchmark(name.c_str(), bench_linear, dtype, rows, threads)
-                    ->Unit(benchmark::kMillisecond);
-            }
+            for (int threads : {1, 2})
+                add(dtype == fusionlm::DType::F32 ? "f32" : "bf16", dtype, rows, threads, fusionlm::best_isa());
+    if (fusionlm::isa_supported(fusionlm::Isa::Avx512Bf16))
+        for (std::int64_t rows : {128, 512})
+            for (int threads : {1, 2}) add("bf16dot", fusionlm::DType::BF16, rows, threads, fusionlm::Isa::Avx512Bf16);
     return true;
 }();
 
