@@ -174,11 +174,8 @@ void BM_Fusion(benchmark::State& state, const Point& point) {
             const double vision = seconds_since(t_vision);
 
             const auto t_attach = Clock::now();
-            if constexpr (CrossAttention)
-                model.fusion().attach(pool, session.fusion, std::span<const RowMatrix>(&features, 1),
-                                      prompt.cross_attention_mask());
-            else
-                model.fusion().attach(pool, session.fusion, std::span<const RowMatrix>(&features, 1), prompt.tokens());
+            model.fusion().attach(pool, session.fusion, std::span<const RowMatrix>(&features, 1),
+                                  image_placement(model.fusion(), prompt));
             const double attach = seconds_since(t_attach);
 
             const auto t_prefill = Clock::now();

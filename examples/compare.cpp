@@ -144,10 +144,10 @@ struct Workload {
 
 // Runs attach, prefill and decode `repeats` times on fresh sessions; one Point per generated-token count,
 // each measurement the median over the repeats.
-template <class Model, class MakePlacement>
+template <class Model>
 std::vector<Point> run_model(ThreadPool& pool, const Model& model, const Workload& w, int repeats,
                              const std::string& strategy, const std::string& mlp, const ComparisonPrompt& prompt,
-                             std::int64_t image_tokens_per_image, double flops, MakePlacement placement) {
+                             std::int64_t image_tokens_per_image, double flops) {
     const std::vector<std::int64_t>& gens = *w.gens;
     const std::int64_t seq = prompt.seq(), steps = gens.back() - 1;
     const TokenBatch tokens = prompt.tokens();
@@ -158,7 +158,8 @@ std::vector<Point> run_model(ThreadPool& pool, const Model& model, const Workloa
     for (int r = 0; r < repeats; ++r) {
         auto session = model.new_session(1);
         const auto t_attach = Clock::now();
-        model.fusion().attach(pool, session.fusion, std::span<const RowMatrix>(w.features, 1), placement(tokens));
+        model.fusion().attach(pool, session.fusion, std::span<const RowMatrix>(w.features, 1),
+                              image_placement(model.fusion(), prompt));
         attach.push_back(seconds_since(t_attach));
 
         const auto t_prefill = Clock::now();
@@ -228,9 +229,7 @@ std::vector<Point> run_cross(ThreadPool& pool, const CrossAttentionVlm<Mlp>& mod
     const std::int64_t vision_tokens = w.images * model.vision().tokens();
     const double flops =
         prefill_flops<Mlp>(s, prompt.seq(), std::int64_t(model.fusion().layer_indices().size()), vision_tokens);
-    std::vector<Point> points =
-        run_model(pool, model, w, repeats, "cross_attention", mlp, prompt, 1, flops,
-                  [&](const TokenBatch&) { return prompt.cross_attention_mask(); });
+    std::vector<Point> points = run_model(pool, model, w, repeats, "cross_attention", mlp, prompt, 1, flops);
     set_decode_cost<Mlp>(points, s, std::int64_t(model.fusion().layer_indices().size()), vision_tokens);
     return points;
 }
@@ -242,8 +241,7 @@ std::vector<Point> run_early(ThreadPool& pool, const EarlyFusionVlm<Mlp>& model,
     const ComparisonPrompt prompt = make_comparison_prompt(s, w.prompt, w.images, per_image, /*cross_attention=*/false);
     // The projector runs at attach; prefill is the decoder alone.
     const double flops = prefill_flops<Mlp>(s, prompt.seq(), 0, 0);
-    std::vector<Point> points = run_model(pool, model, w, repeats, "early_fusion", mlp, prompt, per_image, flops,
-                                          [](const TokenBatch& t) { return t; });
+    std::vector<Point> points = run_model(pool, model, w, repeats, "early_fusion", mlp, prompt, per_image, flops);
     set_decode_cost<Mlp>(points, s, 0, 0);
     return points;
 }

@@ -217,9 +217,9 @@ def find_tools(a):
     return exe, tok
 
 
-def fusionlm_cmd(exe, model, text, n, threads, image=None):
+def fusionlm_cmd(exe, model, text, n, threads, image=None, f32=False):
     cmd = [exe, "-m", model, "-p", text, "-n", str(n), "--ignore-eos", "--temp", "0", "-t", str(threads), "--json"]
-    return cmd + (["--image", image] if image else [])
+    return cmd + (["--image", image] if image else []) + (["--f32"] if f32 else [])
 
 
 def peer_cmd(model, n, threads, variant, prompt_tokens=None, prompt_ids=None, image=None):
@@ -256,7 +256,9 @@ def check(a, exe, tok_exe):
                                                             ("rocket.jpg", "chelsea.png", "astronaut_progressive.jpg")]
         for image in images:
             for text, ids in zip(prompts, tok.prompt_ids(kind, prompts)):
-                ours = run_json(fusionlm_cmd(exe, model, text, n, a.threads, image), "fusionlm-run")
+                # f32 compute, as the f32 peers: bf16 dot products (the default where the CPU has them) round
+                # activations and may pick a different token at a near tie.
+                ours = run_json(fusionlm_cmd(exe, model, text, n, a.threads, image, f32=True), "fusionlm-run")
                 for variant in ("f32", "f32-gemv", "bf16"):
                     peer = run_json(peer_cmd(model, n, a.threads, variant, prompt_ids=ids, image=image), "torch_peer")
                     same_len = ours["prompt_tokens"] == peer["prompt_tokens"]

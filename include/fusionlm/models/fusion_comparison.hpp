@@ -246,6 +246,16 @@ struct ComparisonPrompt {
     CrossAttentionMask cross_attention_mask() const { return CrossAttentionMask{1, seq(), images, 1, cross_mask}; }
 };
 
+// What a fusion policy's attach takes to place a prompt's images: cross-attention reads them through the
+// prompt's mask, early fusion splices them in at its image tokens.
+inline CrossAttentionMask image_placement(const GatedCrossAttention&, const ComparisonPrompt& p) {
+    return p.cross_attention_mask();
+}
+template <class Projector>
+TokenBatch image_placement(const EarlyFusion<Projector>&, const ComparisonPrompt& p) {
+    return p.tokens();
+}
+
 inline ComparisonPrompt make_comparison_prompt(const ComparisonShapes& s, std::int64_t text, std::int64_t images,
                                                std::int64_t tokens_per_image, bool cross_attention) {
     ComparisonPrompt p;
