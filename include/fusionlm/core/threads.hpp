@@ -9,10 +9,12 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "cpu.hpp"
+#include "error.hpp"
 
 namespace fusionlm {
 
@@ -38,9 +40,14 @@ public:
     int size() const { return int(workers_.size()) + 1; }
 
     // The instruction set the matrix kernels run on this pool use: best_isa() (f32 compute) unless set,
-    // e.g. to fastest_isa() for bf16 dot products, or lower to compare paths. Must be supported by the CPU.
+    // e.g. to fastest_isa() for bf16 dot products, or lower to compare paths.
     Isa isa() const { return isa_; }
-    void set_isa(Isa isa) { isa_ = isa; }
+    void set_isa(Isa isa) {
+        if (!isa_supported(isa))
+            throw UnsupportedError("ThreadPool: instruction set " + std::string(isa_name(isa)) +
+                                   " is not supported by this CPU");
+        isa_ = isa;
+    }
 
     // Runs fn(thread_index) on every thread of the pool (the caller is thread 0) and waits.
     void run(const std::function<void(int)>& fn) {
