@@ -65,7 +65,11 @@ struct SelfAttention {
                  const Eigen::Ref<const RowMatrix>& x, const AttentionBatch& batch, std::span<KvCache> caches,
                  Eigen::Ref<RowMatrix> y) const {
         const Eigen::Index n = x.rows();
-        RowMatrix q(n, s.q_dim()), k(n, s.kv_dim()), v(n, s.kv_dim());
+        // Per-thread buffers kept from layer to layer (see DenseMlp::forward).
+        thread_local RowMatrix q, k, v, out;
+        q.resize(n, s.q_dim());
+        k.resize(n, s.kv_dim());
+        v.resize(n, s.kv_dim());
         linear(pool, x, q_proj, q);
         linear(pool, x, k_proj, k);
         linear(pool, x, v_proj, v);
@@ -76,7 +80,7 @@ struct SelfAttention {
         rope.apply(q, int(s.num_heads), batch.positions);
         rope.apply(k, int(s.num_kv_heads), batch.positions);
 
-        RowMatrix out(n, s.q_dim());
+        out.resize(n, s.q_dim());
         for (std::int64_t b = 0; b < batch.batch; ++b) {
             const Eigen::Index r0 = Eigen::Index(b * batch.seq), rows = Eigen::Index(batch.seq);
             KvCache& cache = caches[std::size_t(b)];
