@@ -137,7 +137,6 @@ inline void attention_by_gemm(ThreadPool& pool, const Eigen::Ref<const RowMatrix
 }
 }  // namespace detail
 
-
 // q [Sq, Hq*D], k and v [Sk, Hkv*D], additive_mask [Sq, Sk] row-major or nullptr, out [Sq, Hq*D].
 // KV head j serves query heads j*g .. j*g+g-1 (g = Hq / Hkv). out must not alias q, k or v.
 inline void attention(ThreadPool& pool, const Eigen::Ref<const RowMatrix>& q, const Eigen::Ref<const RowMatrix>& k,

@@ -23,8 +23,7 @@ struct GemmCall {
                         return;
                     }
                 }
-                kernels::avx512::gemm<D>(pool, x, ldx, m, w, bias, y, ldy);
-                return;
+                [[fallthrough]];  // other weights, or an odd `in`: the f32 AVX-512 GEMM
             case Isa::Avx512: kernels::avx512::gemm<D>(pool, x, ldx, m, w, bias, y, ldy); return;
             case Isa::Avx2: kernels::avx2::gemm<D>(pool, x, ldx, m, w, bias, y, ldy); return;
 #endif

@@ -57,6 +57,11 @@ void parallel_chunks(ThreadPool& pool, std::size_t chunks, Fn&& fn) {
 // Two consecutive bf16 elements as one 32-bit word, the first in the low half (their order in memory).
 inline std::uint32_t bf16_pair(const std::uint16_t* p) { return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 16; }
 
+// x[0] and x[1] rounded to bf16 (nearest even) and joined as bf16_pair joins two stored ones.
+inline std::uint32_t rounded_bf16_pair(const float* x) {
+    return std::uint32_t(f32_to_bf16(x[0])) | std::uint32_t(f32_to_bf16(x[1])) << 16;
+}
+
 // A bf16 value (low 16 bits of h) as f32 the way bf16 dot-product instructions read it: denormals as zero.
 inline float bf16_daz(std::uint32_t h) {
     return bf16_to_f32(std::uint16_t((h & 0x7f80u) == 0 ? h & 0x8000u : h));
@@ -140,8 +145,7 @@ struct GenericSimd {
     }
     // x[0 .. 2 * pairs) rounded to bf16 (nearest even), as pairs.
     static void to_bf16_pairs(const float* x, std::int64_t pairs, std::uint32_t* out) {
-        for (std::int64_t p = 0; p < pairs; ++p)
-            out[p] = std::uint32_t(f32_to_bf16(x[2 * p])) | std::uint32_t(f32_to_bf16(x[2 * p + 1])) << 16;
+        for (std::int64_t p = 0; p < pairs; ++p) out[p] = rounded_bf16_pair(x + 2 * p);
     }
     // 8 bf16 weight rows, kc pairs -> dst[p * stride + r] (pairs copied, not widened).
     static void pack8_pairs(const std::uint16_t* w, std::int64_t ld, std::int64_t kc, std::uint32_t* dst,
@@ -235,8 +239,7 @@ inline void to_bf16_pairs_avx(const float* x, std::int64_t pairs, std::uint32_t*
         const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + p), packed);
     }
-    for (; p < pairs; ++p)
-        out[p] = std::uint32_t(f32_to_bf16(x[2 * p])) | std::uint32_t(f32_to_bf16(x[2 * p + 1])) << 16;
+    for (; p < pairs; ++p) out[p] = rounded_bf16_pair(x + 2 * p);
 }
 
 // 8 bf16 weight rows, kc pairs -> dst[p * stride + r]: the 32-bit pairs moved by the f32 8 x 8 transpose.
