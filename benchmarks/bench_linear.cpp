@@ -1,5 +1,6 @@
 // Linear at the shape of a 1B-class decoder's MLP (in 2048, out 8192): decode (1 row) and prefill
-// (128, 512 rows), f32 and bf16 weights, 1 and 2 threads, and bf16 dot products where the CPU has them.
+// (128, 512 rows), f32 and bf16 weights, 1 and 2 threads, and bf16 dot products and AMX tiles where the
+// CPU has them.
 // Counters: GFLOPS, GBps (weight bytes read per second), and both as fractions of this machine's limits
 // measured by probe.hpp in the same process.
 #include <benchmark/benchmark.h>
@@ -85,10 +86,15 @@ void bench_linear(benchmark::State& state, fusionlm::DType dtype, std::int64_t r
         const double bf16_peak = limits.bf16_gflops[threads - 1];
         state.counters["bf16_peak_frac"] = bf16_peak > 0 ? gflops / bf16_peak : 0.0;
     }
+    if (isa == fusionlm::Isa::AmxBf16) {
+        const double amx_peak = limits.amx_gflops[threads - 1];
+        state.counters["amx_peak_frac"] = amx_peak > 0 ? gflops / amx_peak : 0.0;
+    }
 }
 
 // Names Linear/<dtype>/<rows>/<threads>, e.g. Linear/bf16/1/2, computing in f32; on CPUs with AVX-512-BF16
-// also Linear/bf16dot/<rows>/<threads>: bf16 weights on vdpbf16ps (prefill rows only; one row stays f32).
+// also Linear/bf16dot/<rows>/<threads>: bf16 weights on vdpbf16ps (prefill rows only; one row stays f32),
+// and on CPUs with AMX Linear/amx/<rows>/<threads>: bf16 weights on tiles.
 [[maybe_unused]] const bool registered = [] {
     const auto add = [](const std::string& kind, fusionlm::DType dtype, std::int64_t rows, int threads,
                         fusionlm::Isa isa) {
@@ -102,6 +108,9 @@ void bench_linear(benchmark::State& state, fusionlm::DType dtype, std::int64_t r
     if (fusionlm::isa_supported(fusionlm::Isa::Avx512Bf16))
         for (std::int64_t rows : {128, 512})
             for (int threads : {1, 2}) add("bf16dot", fusionlm::DType::BF16, rows, threads, fusionlm::Isa::Avx512Bf16);
+    if (fusionlm::isa_supported(fusionlm::Isa::AmxBf16))
+        for (std::int64_t rows : {128, 512})
+            for (int threads : {1, 2}) add("amx", fusionlm::DType::BF16, rows, threads, fusionlm::Isa::AmxBf16);
     return true;
 }();
 

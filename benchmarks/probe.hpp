@@ -1,7 +1,7 @@
 #pragma once
 // The machine's limits, measured in-process so benchmark figures can be reported as fractions of them:
 // peak fp32 FMA throughput (AVX-512 or AVX2, whichever the kernels use here), peak bf16 dot throughput
-// (AVX-512-BF16, where present), and read-only streaming bandwidth, each at 1 and 2 threads. Measured once
+// (AVX-512-BF16, where present), peak AMX bf16 tile throughput (where present), and read-only streaming bandwidth, each at 1 and 2 threads. Measured once
 // per process (a few seconds) and cached; each figure is the best of several runs, since a limit is what
 // the machine can do, and the machine is shared and noisy.
 #include <algorithm>
@@ -16,6 +16,7 @@
 
 #include "fusionlm/core/cpu.hpp"
 #include "fusionlm/core/threads.hpp"
+#include "fusionlm/ops/tile_gemm.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -26,6 +27,7 @@ namespace fusionlm::bench {
 struct Limits {
     double fma_gflops[2] = {0, 0};   // fp32 FMA, 1 and 2 threads
     double bf16_gflops[2] = {0, 0};  // bf16 dot products (0 when the CPU has none)
+    double amx_gflops[2] = {0, 0};   // AMX bf16 tile products (0 when the CPU or OS has none)
     double read_gbps[2] = {0, 0};    // read-only streaming from memory
     std::string fma_isa;
 };
@@ -79,6 +81,24 @@ __attribute__((target("avx512f,avx512bf16"))) inline double bf16_avx512() {
     return double(kFmaIterations) * 12 * 32 * 2;
 }
 
+#ifdef FUSIONLM_X86_KERNELS
+// tdpbf16ps: 16 x 16 results, each a sum of 32 bf16 products, 16384 flops per instruction; four result
+// tiles, as the GEMM's block uses them, so each instruction waits on no other.
+inline double bf16_amx() {
+    using T = kernels::AmxTiles;
+    constexpr std::int64_t iterations = kFmaIterations / 10;
+    T::configure(kernels::full_tiles(8));
+    for (std::int64_t it = 0; it < iterations; ++it) {
+        T::dot_bf16<0, 4, 6>();
+        T::dot_bf16<1, 4, 7>();
+        T::dot_bf16<2, 5, 6>();
+        T::dot_bf16<3, 5, 7>();
+    }
+    T::release();
+    return double(iterations) * 4 * 16 * 16 * 32 * 2;
+}
+#endif
+
 // Sums a range as 8 interleaved streams (one vector add chain each); returns bytes read. Several streams
 // per thread keep enough cache misses in flight: one stream reaches only ~60% of the bandwidth here.
 __attribute__((target("avx2"))) inline double read_avx2(const float* p, std::size_t n) {
@@ -126,6 +146,9 @@ inline Limits measure() {
         if (avx512) l.fma_gflops[i] = best_rate(threads, 3, [](int) { return fma_avx512(); }) * 1e-9;
         else if (f.avx2_fma) l.fma_gflops[i] = best_rate(threads, 3, [](int) { return fma_avx2(); }) * 1e-9;
         if (f.avx512_bf16) l.bf16_gflops[i] = best_rate(threads, 3, [](int) { return bf16_avx512(); }) * 1e-9;
+#ifdef FUSIONLM_X86_KERNELS
+        if (isa_supported(Isa::AmxBf16)) l.amx_gflops[i] = best_rate(threads, 3, [](int) { return bf16_amx(); }) * 1e-9;
+#endif
         if (f.avx2_fma)
             l.read_gbps[i] = best_rate(threads, 5, [&](int t) {
                 const std::size_t chunk = n / std::size_t(threads) / 64 * 64;
@@ -133,10 +156,10 @@ inline Limits measure() {
             }) * 1e-9;
     }
     std::fprintf(stderr,
-                 "probe: fp32 FMA (%s) %.1f / %.1f GFLOP/s, bf16 dot %.1f / %.1f GFLOP/s, read %.1f / %.1f GB/s "
-                 "(1 / 2 threads)\n",
+                 "probe: fp32 FMA (%s) %.1f / %.1f GFLOP/s, bf16 dot %.1f / %.1f GFLOP/s, AMX bf16 %.1f / %.1f "
+                 "GFLOP/s, read %.1f / %.1f GB/s (1 / 2 threads)\n",
                  l.fma_isa.c_str(), l.fma_gflops[0], l.fma_gflops[1], l.bf16_gflops[0], l.bf16_gflops[1],
-                 l.read_gbps[0], l.read_gbps[1]);
+                 l.amx_gflops[0], l.amx_gflops[1], l.read_gbps[0], l.read_gbps[1]);
     return l;
 }
 

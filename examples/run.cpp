@@ -2,8 +2,8 @@
 // (Llama 3.2 Vision, LLaVA, or a text-only Llama).
 //   fusionlm-run -m DIR [--image FILE]... -p PROMPT [-n N] [--temp T] [--top-k K] [--top-p P]
 //                [--seed S] [-t THREADS] [--system TEXT] [--ignore-eos] [--f32] [--json]
-// Matrix products use the fastest instructions the CPU has, bf16 dot products (which round activations
-// to bf16) included; --f32 keeps every product in f32, as fusionlm-parity does.
+// Matrix products use the fastest instructions the CPU has, AMX tiles and bf16 dot products (which round
+// activations to bf16) included; --f32 keeps every product in f32, as fusionlm-parity does.
 #define FUSIONLM_IMPLEMENT_STB_IMAGE
 #include <unistd.h>
 

@@ -10,6 +10,7 @@
 #include <iterator>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "fusionlm/ops/norm.hpp"
 #include "fusionlm/ops/rope.hpp"
 #include "fusionlm/ops/softmax.hpp"
+#include "fusionlm/ops/tile_gemm.hpp"
 
 namespace fl = fusionlm;
 
@@ -257,6 +259,84 @@ TEST(OpsLinear, PortableBf16DotFollowsTheInstruction) {
     // 2^-70 * 2^-70 is below the f32 normal range: flushed to zero.
     acc = S::dot_bf16(S::zero(), S::broadcast_pair(pair(0x1p-70f, 0.0f)), S::broadcast_pair(pair(0x1p-70f, 0.0f)));
     EXPECT_EQ(acc.v[0], 0.0f);
+}
+
+// The tile GEMM driver on emulated AMX tiles: x rounded to bf16 for every row count, W read in place (in a
+// multiple of 32, whole 32-row blocks) or zero-padded (ragged k or rows), over the shared awkward cases and
+// shapes past its blocking (passes of 512 k, chunks of x rows held in L2).
+TEST(OpsLinear, TileGemmOnEmulatedTiles) {
+    const auto run = [](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
+        const fl::WeightMatrix w{layer.weight.data, layer.weight.dtype, layer.weight.shape[0], layer.weight.shape[1]};
+        fl::kernels::gemm_bf16_tiles<fl::kernels::EmulatedTiles>(
+            pool, x.data(), x.cols(), x.rows(), w, layer.bias.empty() ? nullptr : layer.bias.data(), y.data(),
+            y.cols(), fl::kernels::generic::Simd::to_bf16_pairs);
+    };
+    check_linear_cases("emulated tiles", run, {fl::DType::BF16}, rounded_to_bf16);
+
+    std::mt19937 rng(9);
+    fl::ThreadPool two(2);
+    struct Case { std::int64_t n, in, out; };
+    for (const Case& c : {Case{33, 64, 96}, Case{5, 544, 64}, Case{70, 1056, 45}, Case{40, 16384, 40}}) {
+        const StoredWeight w = make_weight(fl::DType::BF16, c.out, c.in, rng);
+        fl::Linear layer{w.view, {}};
+        const fl::RowMatrix x = random_matrix(c.n, c.in, rng);
+        fl::RowMatrix y = fl::RowMatrix::Constant(c.n, c.out, std::nanf(""));
+        run(two, x, layer, y);
+        expect_linear_close(rounded_to_bf16(x), w, {}, y, 1e-5,
+                            "emulated tiles n=" + std::to_string(c.n) + " in=" + std::to_string(c.in) +
+                                " out=" + std::to_string(c.out));
+    }
+}
+
+// The emulation follows the SDM's tdpbf16ps: even elements first, then odd, each step rounded to f32;
+// denormal inputs read as zero, denormal results flushed; no tile instruction before a configuration.
+TEST(OpsLinear, EmulatedTilesFollowTheInstruction) {
+    using T = fl::kernels::EmulatedTiles;
+    T::release();
+    EXPECT_THROW(T::zero<0>(), std::logic_error);
+    T::configure(fl::kernels::full_tiles(3));
+    const auto pair = [](float lo, float hi) {
+        return std::uint32_t(fl::f32_to_bf16(lo)) | std::uint32_t(fl::f32_to_bf16(hi)) << 16;
+    };
+    std::uint32_t a[16][16] = {}, b[16][16] = {};
+    float c[16][16] = {};
+    c[0][0] = 1.0f;
+    a[0][0] = pair(0x1p-24f, 0x1p-23f);  // 1 + 2^-24 rounds back to 1 before 2^-23 is added: even first
+    b[0][0] = pair(1.0f, 1.0f);
+    a[1][0] = std::uint32_t(0x000bu);  // a denormal bf16: read as zero, so 2^100 times it adds nothing
+    b[0][1] = pair(0x1p100f, 0.0f);
+    a[2][0] = pair(0x1p-70f, 0.0f);  // 2^-140: flushed
+    b[0][2] = pair(0x1p-70f, 0.0f);
+    a[3][5] = pair(2.0f, 3.0f);  // pair 5 of row 3 meets row 5 of B
+    b[5][4] = pair(5.0f, 7.0f);
+    T::load<0>(c, sizeof c[0]);
+    T::load<1>(a, sizeof a[0]);
+    T::load<2>(b, sizeof b[0]);
+    T::dot_bf16<0, 1, 2>();
+    T::store<0>(c, sizeof c[0]);
+    T::release();
+    EXPECT_EQ(c[0][0], 1.0f + 0x1p-23f);
+    EXPECT_EQ(c[1][1], 0.0f);
+    EXPECT_EQ(c[2][2], 0.0f);
+    EXPECT_EQ(c[3][4], 2.0f * 5.0f + 3.0f * 7.0f);
+    EXPECT_THROW(T::store<0>(c, sizeof c[0]), std::logic_error);
+}
+
+// Through linear on a pool set to AmxBf16, where the CPU has AMX: bf16 weights and more than 3 rows run on
+// tiles (x rounded to bf16, any `in`); everything else computes in f32.
+TEST(OpsLinear, AmxPathOnThisCpu) {
+    if (!fl::isa_supported(fl::Isa::AmxBf16)) {
+        fl::ThreadPool pool(1);
+        EXPECT_THROW(pool.set_isa(fl::Isa::AmxBf16), fl::UnsupportedError);
+        GTEST_SKIP() << "this CPU (or OS) offers no AMX-BF16";
+    }
+    const auto run = [](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
+        pool.set_isa(fl::Isa::AmxBf16);
+        fl::linear(pool, x, layer, y);
+    };
+    check_linear_cases("amxbf16", run, {fl::DType::BF16},
+                       [](const fl::RowMatrix& x) { return x.rows() > 3 ? rounded_to_bf16(x) : x; });
+    check_linear_cases("amxbf16 f32/f16 weights", run, {fl::DType::F32, fl::DType::F16});
 }
 
 TEST(OpsLinear, StridedInputAndOutputAndConvenienceOverload) {

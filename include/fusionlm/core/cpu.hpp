@@ -7,20 +7,25 @@
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace fusionlm {
 
 // The instruction sets our kernels are written for. Generic is portable C++ (the reference path).
 // Avx512Bf16 is AVX-512 plus bf16 dot products, which round the activations of bf16-weight matrix products
 // to bf16: faster, no longer f32 compute, so it is chosen explicitly (fastest_isa), never by best_isa.
-enum class Isa { Generic, Avx2, Avx512, Avx512Bf16 };
+// AmxBf16 adds the AMX tile unit's bf16 products (Sapphire Rapids and later) with the same rounding.
+enum class Isa { Generic, Avx2, Avx512, Avx512Bf16, AmxBf16 };
 
 struct CpuFeatures {
     bool avx2_fma = false;     // AVX2 + FMA3 (+ F16C for f16 weights)
     bool f16c = false;
     bool avx512 = false;       // AVX-512 F, BW, DQ, VL
     bool avx512_bf16 = false;  // vdpbf16ps
-    bool amx_bf16 = false;
+    bool amx_bf16 = false;     // AMX-TILE and AMX-BF16, tile state enabled by the OS
 };
 
 namespace detail {
@@ -36,6 +41,20 @@ inline void cpuid(unsigned leaf, unsigned subleaf, unsigned r[4]) {
     __cpuid_count(leaf, subleaf, r[0], r[1], r[2], r[3]);
 }
 #endif
+
+// Linux hands out the AMX tile registers only to a process that asks for them (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XTILEDATA); a tile instruction before that is SIGILL. Asked once per process.
+inline bool amx_permitted() {
+#if defined(__linux__) && defined(__x86_64__)
+    static const bool permitted = [] {
+        constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    }();
+    return permitted;
+#else
+    return false;
+#endif
+}
 }  // namespace detail
 
 inline const CpuFeatures& cpu_features() {
@@ -77,6 +96,8 @@ inline bool isa_supported(Isa isa) {
         case Isa::Avx2: return f.avx2_fma && f.f16c;
         case Isa::Avx512: return f.avx512 && f.avx2_fma && f.f16c;
         case Isa::Avx512Bf16: return f.avx512_bf16 && f.avx512 && f.avx2_fma && f.f16c;
+        case Isa::AmxBf16:
+            return f.amx_bf16 && f.avx512_bf16 && f.avx512 && f.avx2_fma && f.f16c && detail::amx_permitted();
     }
     return false;
 }
@@ -89,8 +110,12 @@ inline Isa best_isa() {
     return best;
 }
 
-// The fastest instruction set, bf16 dot products included where the CPU has them.
-inline Isa fastest_isa() { return isa_supported(Isa::Avx512Bf16) ? Isa::Avx512Bf16 : best_isa(); }
+// The fastest instruction set, bf16 products (tiles, else dot products) included where the CPU has them.
+inline Isa fastest_isa() {
+    return isa_supported(Isa::AmxBf16)      ? Isa::AmxBf16
+           : isa_supported(Isa::Avx512Bf16) ? Isa::Avx512Bf16
+                                            : best_isa();
+}
 
 inline std::string_view isa_name(Isa isa) {
     switch (isa) {
@@ -98,6 +123,7 @@ inline std::string_view isa_name(Isa isa) {
         case Isa::Avx2: return "avx2";
         case Isa::Avx512: return "avx512";
         case Isa::Avx512Bf16: return "avx512bf16";
+        case Isa::AmxBf16: return "amxbf16";
     }
     return "?";
 }

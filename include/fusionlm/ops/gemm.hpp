@@ -5,6 +5,7 @@
 #include "../core/threads.hpp"
 #include "gemv.hpp"
 #include "simd.hpp"
+#include "tile_gemm.hpp"
 
 namespace fusionlm {
 
@@ -15,6 +16,15 @@ struct GemmCall {
                     const float* bias, float* y, std::int64_t ldy) {
         switch (isa) {
 #ifdef FUSIONLM_X86_KERNELS
+            case Isa::AmxBf16:
+                if constexpr (D == DType::BF16) {
+                    kernels::gemm_bf16_tiles<kernels::AmxTiles>(
+                        pool, x, ldx, m, w, bias, y, ldy, [](const float* row, std::int64_t pairs, std::uint32_t* out) {
+                            kernels::avx2::to_bf16_pairs_avx(row, pairs, out);
+                        });
+                    return;
+                }
+                [[fallthrough]];  // f32 and f16 weights: the AVX-512 GEMM
             case Isa::Avx512Bf16:
                 // bf16 dot products take bf16 weights in pairs along k.
                 if constexpr (D == DType::BF16) {

@@ -26,6 +26,7 @@ struct GemvCall {
         switch (isa) {
 #ifdef FUSIONLM_X86_KERNELS
             // One row is bound by reading the weights, not by arithmetic: no use for bf16 dot products.
+            case Isa::AmxBf16:
             case Isa::Avx512Bf16:
             case Isa::Avx512: kernels::avx512::gemv<D>(pool, x, w, bias, y); return;
             case Isa::Avx2: kernels::avx2::gemv<D>(pool, x, w, bias, y); return;

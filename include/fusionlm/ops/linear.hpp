@@ -2,7 +2,8 @@
 // y = x W^T + b with W stored [out, in] (f32, bf16 or f16, bound in place from the checkpoint).
 // One row (decode, up to 3): threaded GEMV over output rows, half-precision rows widened in the dot product.
 // More rows (prefill): threaded GEMM over column blocks, W panels widened to f32 once per call; on a pool
-// set to Isa::Avx512Bf16, bf16 W is multiplied as bf16 pairs with x rounded to bf16 (vdpbf16ps).
+// set to Isa::Avx512Bf16, bf16 W is multiplied as bf16 pairs with x rounded to bf16 (vdpbf16ps); on one
+// set to Isa::AmxBf16, the same on AMX tiles, read from W in place.
 #include <cstdint>
 #include <string>
 #include <vector>
