@@ -54,6 +54,23 @@ void parallel_chunks(ThreadPool& pool, std::size_t chunks, Fn&& fn) {
     });
 }
 
+// The weight block a thread packs after the current one: rows [row, row + rows), columns [col, col + cols).
+struct PanelSource {
+    std::int64_t row = 0, rows = 0, col = 0, cols = 0;
+};
+
+// Prefetches part `part` of `parts` of a weight block's source lines, so the memory-bound packing of the
+// next block overlaps the current block's arithmetic.
+template <class T>
+inline void prefetch_panel(const T* w, std::int64_t ld, const PanelSource& next, std::int64_t part,
+                           std::int64_t parts) {
+    constexpr std::int64_t per_line = 64 / std::int64_t(sizeof(T));
+    const std::int64_t lines_per_row = (next.cols + per_line - 1) / per_line;
+    const std::int64_t total = next.rows * lines_per_row;
+    for (std::int64_t l = total * part / parts; l < total * (part + 1) / parts; ++l)
+        __builtin_prefetch(w + (next.row + l / lines_per_row) * ld + next.col + (l % lines_per_row) * per_line, 0, 3);
+}
+
 // Two consecutive bf16 elements as one 32-bit word, the first in the low half (their order in memory).
 inline std::uint32_t bf16_pair(const std::uint16_t* p) { return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 16; }
 

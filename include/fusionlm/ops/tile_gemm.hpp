@@ -188,7 +188,10 @@ inline void block_product(const std::uint16_t* w, std::int64_t k, std::int64_t n
     for (std::int64_t k0 = 0; k0 < 2 * pairs_pad; k0 += kPassK) {
         const std::int64_t steps = std::min(kPassK, 2 * pairs_pad - k0) / kTileK;
         pack_w_piece(w, k, n0, rows, k0, steps, w_piece);
+        // The next pass's piece is read from memory while this one's products run.
+        const PanelSource next{n0, k0 + kPassK < k ? rows : 0, k0 + kPassK, std::min(kPassK, k - k0 - kPassK)};
         for (std::int64_t j = 0; j < cols; j += kBlockCols) {
+            if (next.rows > 0) prefetch_panel(w, k, next, j / kBlockCols, cols / kBlockCols);
             float* c = acc + j;
             if (k0 == 0) {
                 Tiles::template zero<0>();
