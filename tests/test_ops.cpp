@@ -288,8 +288,9 @@ TEST(OpsLinear, TileGemmOnEmulatedTiles) {
     }
 }
 
-// The emulation follows the SDM's tdpbf16ps: even elements first, then odd, each step rounded to f32;
-// denormal inputs read as zero, denormal results flushed; no tile instruction before a configuration.
+// The emulation follows the SDM's tdpbf16ps: even and odd products summed apart, then together, then into
+// C, each step rounded to f32; denormal inputs read as zero, denormal results flushed; no tile instruction
+// before a configuration.
 TEST(OpsLinear, EmulatedTilesFollowTheInstruction) {
     using T = fl::kernels::EmulatedTiles;
     T::release();
@@ -301,7 +302,9 @@ TEST(OpsLinear, EmulatedTilesFollowTheInstruction) {
     std::uint32_t a[16][16] = {}, b[16][16] = {};
     float c[16][16] = {};
     c[0][0] = 1.0f;
-    a[0][0] = pair(0x1p-24f, 0x1p-23f);  // 1 + 2^-24 rounds back to 1 before 2^-23 is added: even first
+    // 2^-24 + 2^-23 is exact, and 1 + 3 * 2^-24 is a tie that rounds to even, 1 + 2^-22; adding the
+    // products to C one at a time would give 1 + 2^-23 instead.
+    a[0][0] = pair(0x1p-24f, 0x1p-23f);
     b[0][0] = pair(1.0f, 1.0f);
     a[1][0] = std::uint32_t(0x000bu);  // a denormal bf16: read as zero, so 2^100 times it adds nothing
     b[0][1] = pair(0x1p100f, 0.0f);
@@ -315,7 +318,7 @@ TEST(OpsLinear, EmulatedTilesFollowTheInstruction) {
     T::dot_bf16<0, 1, 2>();
     T::store<0>(c, sizeof c[0]);
     T::release();
-    EXPECT_EQ(c[0][0], 1.0f + 0x1p-23f);
+    EXPECT_EQ(c[0][0], 1.0f + 0x1p-22f);
     EXPECT_EQ(c[1][1], 0.0f);
     EXPECT_EQ(c[2][2], 0.0f);
     EXPECT_EQ(c[3][4], 2.0f * 5.0f + 3.0f * 7.0f);

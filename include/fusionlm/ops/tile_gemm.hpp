@@ -81,25 +81,29 @@ struct EmulatedTiles {
             std::memcpy(static_cast<std::uint8_t*>(dst) + r * stride, s.tile[T] + r * kTileBytes,
                         s.config.colsb[T]);
     }
-    // C[m][n] += A[m].bf16[2p] * B[p].bf16[2n], then += the odd elements, for each pair p: each step rounded
-    // to f32, denormal inputs read as zero, denormal results flushed.
+    // The SDM's tdpbf16ps: for each result, the even and the odd products of all pairs p (A[m].bf16[2p] *
+    // B[p].bf16[2n], and 2p+1 with 2n+1) are summed apart, from zero, then added to each other and to C;
+    // every step rounded to f32 (a product of two bf16 values is exact in f32), denormal inputs read as
+    // zero, denormal results flushed.
     template <int C, int A, int B>
     static void dot_bf16() {
         State& s = configured_state();
         const TileConfig& cfg = s.config;
         const auto flush = [](float f) { return std::abs(f) < std::numeric_limits<float>::min() ? f * 0.0f : f; };
         for (int m = 0; m < cfg.rows[C]; ++m)
-            for (int p = 0; p < cfg.colsb[A] / 4; ++p)
-                for (int n = 0; n < cfg.colsb[C] / 4; ++n) {
+            for (int n = 0; n < cfg.colsb[C] / 4; ++n) {
+                float even = 0.0f, odd = 0.0f, c;
+                for (int p = 0; p < cfg.colsb[A] / 4; ++p) {
                     std::uint32_t a, b;
-                    float c;
                     std::memcpy(&a, s.tile[A] + m * kTileBytes + 4 * p, 4);
                     std::memcpy(&b, s.tile[B] + p * kTileBytes + 4 * n, 4);
-                    std::memcpy(&c, s.tile[C] + m * kTileBytes + 4 * n, 4);
-                    c = flush(c + bf16_daz(a & 0xffffu) * bf16_daz(b & 0xffffu));
-                    c = flush(c + bf16_daz(a >> 16) * bf16_daz(b >> 16));
-                    std::memcpy(s.tile[C] + m * kTileBytes + 4 * n, &c, 4);
+                    even = flush(even + bf16_daz(a & 0xffffu) * bf16_daz(b & 0xffffu));
+                    odd = flush(odd + bf16_daz(a >> 16) * bf16_daz(b >> 16));
                 }
+                std::memcpy(&c, s.tile[C] + m * kTileBytes + 4 * n, 4);
+                c = flush(c + flush(even + odd));
+                std::memcpy(s.tile[C] + m * kTileBytes + 4 * n, &c, 4);
+            }
     }
 };
 
