@@ -50,35 +50,12 @@ __attribute__((target("avx2,fma"))) inline double fma_avx2() {
     return double(kFmaIterations) * 12 * 8 * 2;
 }
 
-__attribute__((target("avx512f"))) inline double fma_avx512() {
-    __m512 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(float(i));
-    const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
-    for (std::int64_t it = 0; it < kFmaIterations; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], m, a);
-    alignas(64) float out[16];
-    __m512 s = acc[0];
-    for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
-    _mm512_store_ps(out, s);
-    volatile float sink = out[0];
-    (void)sink;
-    return double(kFmaIterations) * 12 * 16 * 2;
-}
-
-// vdpbf16ps: 32 bf16 products summed pairwise into 16 f32 lanes, 64 flops per instruction.
-__attribute__((target("avx512f,avx512bf16"))) inline double bf16_avx512() {
-    __m512 acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = _mm512_setzero_ps();
-    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3380);
-    for (std::int64_t it = 0; it < kFmaIterations; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
-    alignas(64) float out[16];
-    __m512 s = acc[0];
-    for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
-    _mm512_store_ps(out, s);
-    volatile float sink = out[0];
-    (void)sink;
-    return double(kFmaIterations) * 12 * 32 * 2;
+// 12 chains of AVX-512 FMAs (16 lanes, 2 flops) or of vdpbf16ps (32 bf16 products summed pairwise into 16
+// lanes, 64 flops per instruction): fastest_isa's own timing loop; returns flops done.
+template <bool Bf16>
+inline double chains_avx512() {
+    detail::avx512_chain_seconds<Bf16>(int(kFmaIterations));
+    return double(kFmaIterations) * 12 * (Bf16 ? 64 : 32);
 }
 
 #ifdef FUSIONLM_X86_KERNELS
@@ -143,9 +120,9 @@ inline Limits measure() {
     if (f.avx2_fma) buffer.assign(n, 1.0f);
     for (int threads = 1; threads <= 2; ++threads) {
         const int i = threads - 1;
-        if (avx512) l.fma_gflops[i] = best_rate(threads, 3, [](int) { return fma_avx512(); }) * 1e-9;
+        if (avx512) l.fma_gflops[i] = best_rate(threads, 3, [](int) { return chains_avx512<false>(); }) * 1e-9;
         else if (f.avx2_fma) l.fma_gflops[i] = best_rate(threads, 3, [](int) { return fma_avx2(); }) * 1e-9;
-        if (f.avx512_bf16) l.bf16_gflops[i] = best_rate(threads, 3, [](int) { return bf16_avx512(); }) * 1e-9;
+        if (f.avx512_bf16) l.bf16_gflops[i] = best_rate(threads, 3, [](int) { return chains_avx512<true>(); }) * 1e-9;
 #ifdef FUSIONLM_X86_KERNELS
         if (isa_supported(Isa::AmxBf16)) l.amx_gflops[i] = best_rate(threads, 3, [](int) { return bf16_amx(); }) * 1e-9;
 #endif
