@@ -194,22 +194,36 @@ TEST(OpsLinear, Bf16DotGemmOnPortableVectors) {
     check("generic bf16-dot", fl::kernels::generic::gemm_bf16_dot<>, fl::kernels::generic::gemm<fl::DType::BF16>);
 }
 
-// Through linear on a pool set to Avx512Bf16, where the CPU has it: bf16 weights with an even `in` and more
-// than 3 rows take vdpbf16ps; everything else computes in f32.
-TEST(OpsLinear, Bf16DotPathOnThisCpu) {
-    if (!fl::isa_supported(fl::Isa::Avx512Bf16)) {
+namespace {
+
+// Through linear on a pool set to a bf16 instruction set, where the CPU has it: bf16 weights on inputs the
+// path rounds (rounded(x)) match the reference on x rounded to bf16, everything else computes in f32.
+// False where the CPU lacks the set, after checking that set_isa refuses it.
+template <class Rounded>
+bool check_bf16_path_on_this_cpu(fl::Isa isa, Rounded&& rounded) {
+    if (!fl::isa_supported(isa)) {
         fl::ThreadPool pool(1);
-        EXPECT_THROW(pool.set_isa(fl::Isa::Avx512Bf16), fl::UnsupportedError);
-        GTEST_SKIP() << "this CPU has no AVX-512-BF16";
+        EXPECT_THROW(pool.set_isa(isa), fl::UnsupportedError);
+        return false;
     }
-    const auto run = [](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
-        pool.set_isa(fl::Isa::Avx512Bf16);
+    const auto run = [isa](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
+        pool.set_isa(isa);
         fl::linear(pool, x, layer, y);
     };
-    check_linear_cases("avx512bf16", run, {fl::DType::BF16}, [](const fl::RowMatrix& x) {
-        return x.rows() > 3 && x.cols() % 2 == 0 ? rounded_to_bf16(x) : x;
-    });
-    check_linear_cases("avx512bf16 f32/f16 weights", run, {fl::DType::F32, fl::DType::F16});
+    const std::string name(fl::isa_name(isa));
+    check_linear_cases(name, run, {fl::DType::BF16},
+                       [&](const fl::RowMatrix& x) { return rounded(x) ? rounded_to_bf16(x) : x; });
+    check_linear_cases(name + " f32/f16 weights", run, {fl::DType::F32, fl::DType::F16});
+    return true;
+}
+
+}  // namespace
+
+// vdpbf16ps takes bf16 weights with an even `in` and more than 3 rows.
+TEST(OpsLinear, Bf16DotPathOnThisCpu) {
+    if (!check_bf16_path_on_this_cpu(fl::Isa::Avx512Bf16,
+                                     [](const fl::RowMatrix& x) { return x.rows() > 3 && x.cols() % 2 == 0; }))
+        GTEST_SKIP() << "this CPU has no AVX-512-BF16";
 }
 
 // The AVX2 pieces the AVX-512-BF16 kernel shares (rounding to bf16 pairs, packing pairs) against the
@@ -325,21 +339,10 @@ TEST(OpsLinear, EmulatedTilesFollowTheInstruction) {
     EXPECT_THROW(T::store<0>(c, sizeof c[0]), std::logic_error);
 }
 
-// Through linear on a pool set to AmxBf16, where the CPU has AMX: bf16 weights and more than 3 rows run on
-// tiles (x rounded to bf16, any `in`); everything else computes in f32.
+// AMX tiles take bf16 weights with more than 3 rows, any `in`.
 TEST(OpsLinear, AmxPathOnThisCpu) {
-    if (!fl::isa_supported(fl::Isa::AmxBf16)) {
-        fl::ThreadPool pool(1);
-        EXPECT_THROW(pool.set_isa(fl::Isa::AmxBf16), fl::UnsupportedError);
+    if (!check_bf16_path_on_this_cpu(fl::Isa::AmxBf16, [](const fl::RowMatrix& x) { return x.rows() > 3; }))
         GTEST_SKIP() << "this CPU (or OS) offers no AMX-BF16";
-    }
-    const auto run = [](fl::ThreadPool& pool, const fl::RowMatrix& x, const fl::Linear& layer, fl::RowMatrix& y) {
-        pool.set_isa(fl::Isa::AmxBf16);
-        fl::linear(pool, x, layer, y);
-    };
-    check_linear_cases("amxbf16", run, {fl::DType::BF16},
-                       [](const fl::RowMatrix& x) { return x.rows() > 3 ? rounded_to_bf16(x) : x; });
-    check_linear_cases("amxbf16 f32/f16 weights", run, {fl::DType::F32, fl::DType::F16});
 }
 
 TEST(OpsLinear, StridedInputAndOutputAndConvenienceOverload) {
