@@ -1,9 +1,9 @@
 #pragma once
 // The machine's limits, measured in-process so benchmark figures can be reported as fractions of them:
 // peak fp32 FMA throughput (AVX-512 or AVX2, whichever the kernels use here), peak bf16 dot throughput
-// (AVX-512-BF16, where present), peak AMX bf16 tile throughput (where present), and read-only streaming bandwidth, each at 1 and 2 threads. Measured once
-// per process (a few seconds) and cached; each figure is the best of several runs, since a limit is what
-// the machine can do, and the machine is shared and noisy.
+// (AVX-512-BF16, where present), peak AMX bf16 tile throughput (where present), and read-only streaming
+// bandwidth, each at 1 and 2 threads. Measured once per process (a few seconds) and cached; each figure is
+// the best of several runs, since a limit is what the machine can do, and the machine is shared and noisy.
 #include <algorithm>
 #include <chrono>
 #include <cstddef>

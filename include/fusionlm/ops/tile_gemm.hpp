@@ -1,9 +1,9 @@
 #pragma once
-// y = x W^T + b for bf16 W on a tile matrix unit (AMX-BF16). The roles are swapped so the weights need no
-// rearranging: 16 rows of W are a tile's A operand (rows of 32 bf16 along k, copied as they are into
-// contiguous tiles); x, rounded to bf16 (nearest even, as PyTorch's bf16 matmul rounds its input), is packed once per call
-// as the B operand (for each pair of k, 16 rows' pairs side by side). A 16 x 16 f32 result tile is then a
-// block of y^T, accumulated over k in a per-thread buffer and written back transposed.
+// y = x W^T + b for bf16 W on a tile matrix unit (AMX-BF16). The roles are swapped so that W keeps its
+// layout: 16 rows of W are a tile's A operand (rows of 32 bf16 along k, copied as they are into contiguous
+// tiles); x, rounded to bf16 (nearest even, as PyTorch's bf16 matmul rounds its input), is packed once per
+// call as the B operand (for each pair of k, 16 rows' pairs side by side). A 16 x 16 f32 result tile is
+// then a block of y^T, accumulated over k in a per-thread buffer and written back transposed.
 // The tile operations come from a policy: AmxTiles runs the instructions, EmulatedTiles does what the
 // Intel SDM defines them to do in portable C++, so the driver is tested on machines without AMX.
 #include <algorithm>
