@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
-# Benchmarks are left out here to keep the run short; the default configure builds them.
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DFUSIONLM_BUILD_BENCHMARKS=OFF
+# Benchmarks are left out here to keep the run short; the default configure builds them. -O2 rather than
+# Release's -O3: the same answers, about a fifth less compile time.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" -DFUSIONLM_BUILD_BENCHMARKS=OFF
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
